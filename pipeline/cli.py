@@ -1,0 +1,320 @@
+"""The ``recsys`` command line (also ``python -m pipeline``): the only module that imports click.
+
+Commands are thin: parse options into a :class:`pipeline.config.RunConfig`, call
+:mod:`pipeline.experiment`, print. Bad input ends with one line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from pipeline.config import (DEFAULT_OPTIMIZERS, DataConfig, ModelConfig, RunConfig, default_tracking_uri,
+                             load_toml_defaults, project_root)
+from pipeline.data import DataError, SyntheticSpec, generate, write_udata
+from pipeline.objectives import WEIGHTINGS
+from pipeline.optim import REGISTRY, StoppingRule
+from pipeline.optim.base import IterationRecord
+
+COMMANDS = ["train", "compare", "check-grad", "synth", "ui"]
+
+
+class InputError(click.ClickException):
+    """Bad input: one line, exit code 2 (like a usage error), no traceback."""
+
+    exit_code = 2
+
+    def show(self, file=None) -> None:
+        click.echo(f"Error: {self.format_message()}", err=True)
+
+
+class OptimizerList(click.ParamType):
+    name = "NAME[,NAME...]"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, (list, tuple)):
+            names = [str(v).strip() for v in value]
+        else:
+            names = [v.strip() for v in str(value).split(",") if v.strip()]
+        unknown = [n for n in names if n not in REGISTRY]
+        if not names or unknown:
+            self.fail(f"unknown optimizer {', '.join(unknown) or repr(value)}; choose from {', '.join(REGISTRY)}",
+                      param, ctx)
+        if len(set(names)) != len(names):
+            self.fail(f"optimizer listed twice in {value!r}", param, ctx)
+        return tuple(names)
+
+
+class Fractions(click.ParamType):
+    name = "TRAIN,VAL,TEST"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, (list, tuple)):
+            parts = list(value)
+        else:
+            parts = str(value).split(",")
+        try:
+            fr = tuple(float(p) for p in parts)
+        except ValueError:
+            self.fail(f"expected three numbers like 0.8,0.1,0.1, got {value!r}", param, ctx)
+        if len(fr) != 3 or min(fr) < 0 or abs(sum(fr) - 1) > 1e-9 or fr[0] == 0:
+            self.fail(f"expected three non-negative fractions adding to 1 with train > 0, got {value!r}", param, ctx)
+        return fr
+
+
+def _load_config(ctx: click.Context, _param, value):
+    if value:
+        try:
+            ctx.default_map = load_toml_defaults(value, COMMANDS)
+        except (OSError, ValueError) as exc:  # tomllib.TOMLDecodeError is a ValueError
+            raise click.BadParameter(f"cannot read config {value}: {exc}") from None
+    return value
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option("--config", type=click.Path(dir_okay=False), callback=_load_config, is_eager=True, expose_value=False,
+              help="TOML file of option defaults: a [defaults] table for every command, "
+                   "[train] / [compare] / ... for one. Flags on the command line win.")
+@click.version_option(package_name="recsys")
+def cli() -> None:
+    """recsys: matrix factorization, optimizers compared honestly, every run in MLflow.
+
+    \b
+    make train            compare gd, newton-cg and lbfgs on the default data
+    recsys compare --help all the options
+    recsys ui             open the MLflow UI on the runs
+    """
+
+
+def run_options(f):
+    """Options shared by the commands that build an objective on a dataset."""
+    opts = [
+        click.option("--dataset", default="synthetic", show_default=True,
+                     help="'synthetic' (the embedded generator, shaped like MovieLens 100K) or the path of a "
+                          "tab-separated user/item/rating/timestamp file such as MovieLens 100K's u.data."),
+        click.option("--split", "fractions", type=Fractions(), default="0.8,0.1,0.1", show_default=True,
+                     help="Random train,validation,test fractions."),
+        click.option("--split-seed", type=int, default=0, show_default=True, help="Seed of the random split."),
+        click.option("--seed", type=int, default=0, show_default=True, help="Seed of the starting point."),
+        click.option("--rank", type=click.IntRange(min=1), default=ModelConfig.rank, show_default=True,
+                     help="Number of latent factors k."),
+        click.option("--reg", type=click.FloatRange(min=0), default=ModelConfig.reg, show_default=True,
+                     help="Factor penalty lambda (see --weighting)."),
+        click.option("--reg-bias", type=click.FloatRange(min=0), default=ModelConfig.reg_bias, show_default=True,
+                     help="Bias penalty lambda_b."),
+        click.option("--weighting", type=click.Choice(WEIGHTINGS), default=ModelConfig.weighting, show_default=True,
+                     help="Penalty weights: 'count' weights each user/item by its number of training ratings "
+                          "(what SGD and ALS-WR minimize); 'none' is plain L2."),
+        click.option("--init-scale", type=click.FloatRange(min=0, min_open=True), default=ModelConfig.init_scale,
+                     show_default=True, help="Standard deviation of the random starting factors."),
+    ]
+    for opt in reversed(opts):
+        f = opt(f)
+    return f
+
+
+def fit_options(f):
+    opts = [
+        click.option("--gtol", type=click.FloatRange(min=0), default=1e-5, show_default=True,
+                     help="Shared stopping rule: stop when ||g|| / ||g0|| <= GTOL."),
+        click.option("--max-iter", type=click.IntRange(min=0), default=1000, show_default=True,
+                     help="Iteration budget per optimizer."),
+        click.option("--max-seconds", type=click.FloatRange(min=0, min_open=True), default=60.0, show_default=True,
+                     help="Wall-time budget per optimizer (optimizer time, logging excluded)."),
+        click.option("--gd-step", type=click.FloatRange(min=0, min_open=True), default=None,
+                     help="Fixed step for gd (default: Armijo backtracking)."),
+        click.option("--tracking-uri", default=None,
+                     help="MLflow tracking URI [default: $MLFLOW_TRACKING_URI, else sqlite:///<project>/mlflow.db]."),
+        click.option("--no-tracking", is_flag=True, help="Do not log to MLflow."),
+        click.option("--quiet", "-q", is_flag=True, help="No per-iteration progress."),
+    ]
+    for opt in reversed(opts):
+        f = opt(f)
+    return f
+
+
+def _config(kw: dict, optimizers) -> RunConfig:
+    return RunConfig(
+        data=DataConfig(dataset=kw["dataset"], fractions=kw["fractions"], seed=kw["split_seed"]),
+        model=ModelConfig(rank=kw["rank"], reg=kw["reg"], reg_bias=kw["reg_bias"], weighting=kw["weighting"],
+                          init_scale=kw["init_scale"]),
+        rule=StoppingRule(gtol=kw.get("gtol", 1e-5), max_iter=kw.get("max_iter", 1000),
+                          max_seconds=kw.get("max_seconds")),
+        optimizers=tuple(optimizers), gd_step=kw.get("gd_step"), seed=kw["seed"],
+    )
+
+
+def input_errors(f):
+    """Turn bad-input exceptions from the library into one-line exit-2 errors."""
+    @functools.wraps(f)
+    def wrapper(*args, **kwargs):
+        try:
+            return f(*args, **kwargs)
+        except DataError as exc:
+            raise InputError(str(exc)) from None
+        except KeyboardInterrupt:
+            click.echo("\ninterrupted: the open MLflow runs were marked KILLED", err=True)
+            sys.exit(130)
+    return wrapper
+
+
+class Progress:
+    """Prints an iterate at most every ``every`` seconds (and the first of each optimizer)."""
+
+    def __init__(self, every: float = 1.0):
+        self.every, self._last, self._name = every, 0.0, None
+
+    def __call__(self, name: str, r: IterationRecord) -> None:
+        now = time.monotonic()
+        if name != self._name or now - self._last >= self.every:
+            self._name, self._last = name, now
+            click.echo(f"  {name:<10} it {r.iteration:>5}  f {r.loss:.8f}  |g|/|g0| {r.rel_grad_norm:.2e}  "
+                       f"val_rmse {r.val_rmse:.4f}  {r.seconds:6.1f}s  hessp {r.n_hessp}", err=True)
+
+
+def _tracker(kw: dict):
+    if kw.get("no_tracking"):
+        return None
+    from pipeline.tracking import MlflowTracker
+    return MlflowTracker(kw.get("tracking_uri") or default_tracking_uri(), artifact_root=project_root() / "mlartifacts")
+
+
+def _run_comparison(optimizers, kw) -> None:
+    from pipeline import experiment, report
+    cfg = _config(kw, optimizers)
+    tracker = _tracker(kw)
+
+    def started(prep):
+        d = prep.ratings.describe()
+        cold = prep.split.cold_counts()
+        click.echo(f"dataset {prep.ratings.name}: {d['n_ratings']:,} ratings, {d['n_users']:,} users, "
+                   f"{d['n_items']:,} items; split {len(prep.split.train):,}/{len(prep.split.validation):,}/"
+                   f"{len(prep.split.test):,} (test rows with a cold user {cold['test_cold_user_rows']}, "
+                   f"cold item {cold['test_cold_item_rows']}); {prep.objective.n_params:,} parameters", err=True)
+
+    try:
+        result = experiment.compare(cfg, tracker, None if kw.get("quiet") else Progress(), on_start=started)
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
+    click.echo("")
+    click.echo(report.format_table(result.table))
+    if tracker:
+        click.echo("")
+        click.echo(f"MLflow experiment: {result.links['experiment']}")
+        click.echo(f"compare the runs:  {result.links['compare']}")
+        click.echo(f"(start the UI with `make ui` or `recsys ui`; store: {tracker.tracking_uri})")
+
+
+@cli.command()
+@click.option("--optimizer", type=click.Choice(list(REGISTRY)), default="newton-cg", show_default=True,
+              help="The optimizer to fit with.")
+@run_options
+@fit_options
+@input_errors
+def train(optimizer, **kw):
+    """Fit one model with one optimizer (logged as a comparison of one, beside the baselines)."""
+    _run_comparison((optimizer,), kw)
+
+
+@cli.command()
+@click.option("--optimizers", type=OptimizerList(), default=",".join(DEFAULT_OPTIMIZERS), show_default=True,
+              help=f"Comma-separated optimizers, from: {', '.join(REGISTRY)}.")
+@run_options
+@fit_options
+@input_errors
+def compare(optimizers, **kw):
+    """Compare optimizers on one objective from one starting point under one stopping rule."""
+    _run_comparison(optimizers, kw)
+
+
+@cli.command("check-grad")
+@click.option("--directions", type=click.IntRange(min=1), default=3, show_default=True,
+              help="Random directions per check point.")
+@run_options
+@input_errors
+def check_grad(directions, **kw):
+    """Check the gradient and Hessian-vector product against central finite differences.
+
+    Prints the largest relative error over random directions, at the starting point and at a
+    random point: g.v against (f(x+hv)-f(x-hv))/2h, Hv against (g(x+hv)-g(x-hv))/2h, and the
+    symmetry u.Hv = v.Hu.
+    """
+    from pipeline import experiment
+    try:
+        errors = experiment.check_grad(_config(kw, ()), n_directions=directions)
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
+    for k, v in errors.items():
+        click.echo(f"{k:<34} {v:.2e}")
+    worst = max(errors.values())
+    click.echo(f"{'worst':<34} {worst:.2e}  ({'ok' if worst < 1e-5 else 'LARGE: check the derivatives'})")
+    if worst >= 1e-5:
+        sys.exit(1)
+
+
+@cli.group()
+def data():
+    """Make and inspect datasets."""
+
+
+@data.command()
+@click.option("--out", type=click.Path(dir_okay=False), default="data/synthetic/u.data", show_default=True,
+              help="Where to write the ratings (u.data layout: user, item, rating, timestamp, tab-separated).")
+@click.option("--users", type=click.IntRange(min=1), default=SyntheticSpec.n_users, show_default=True)
+@click.option("--items", type=click.IntRange(min=2), default=SyntheticSpec.n_items, show_default=True)
+@click.option("--ratings", type=click.IntRange(min=1), default=SyntheticSpec.n_ratings, show_default=True)
+@click.option("--true-rank", type=click.IntRange(min=1), default=SyntheticSpec.true_rank, show_default=True,
+              help="Rank of the planted structure.")
+@click.option("--noise", type=click.FloatRange(min=0), default=SyntheticSpec.noise, show_default=True,
+              help="Standard deviation of the rating noise (before rounding to stars).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@input_errors
+def synth(out, users, items, ratings, true_rank, noise, seed):
+    """Generate the embedded synthetic dataset (deterministic in --seed) and write it to --out."""
+    spec = SyntheticSpec(n_users=users, n_items=items, n_ratings=ratings, true_rank=true_rank, noise=noise, seed=seed)
+    r = generate(spec)
+    path = write_udata(r, out)
+    d = r.describe()
+    click.echo(f"wrote {path}: {d['n_ratings']:,} ratings, {d['n_users']:,} users, {d['n_items']:,} items, "
+               f"mean {d['rating_mean']:.3f}")
+
+
+@cli.command()
+@click.option("--tracking-uri", default=None,
+              help="MLflow tracking URI [default: $MLFLOW_TRACKING_URI, else sqlite:///<project>/mlflow.db].")
+@click.option("--port", type=click.IntRange(1, 65535), default=5000, show_default=True)
+def ui(tracking_uri, port):
+    """Start the MLflow UI on 127.0.0.1 for the project's runs (Ctrl-C stops it)."""
+    from pipeline.tracking import MlflowTracker, ui_command
+    uri = tracking_uri or default_tracking_uri()
+    tracker = MlflowTracker(uri)
+    base = f"http://127.0.0.1:{port}"
+    exps = [e for e in tracker.client.search_experiments() if e.name != "Default"]
+    click.echo(f"MLflow UI: {base}/#/experiments?workflowType=machine_learning  (store: {uri})")
+    for exp in exps:
+        tracker.experiment_id = exp.experiment_id
+        runs = tracker.client.search_runs([exp.experiment_id], "tags.kind = 'comparison'",
+                                          order_by=["attributes.start_time DESC"], max_results=1)
+        click.echo(f"  {exp.name}: {tracker.links([])['experiment']}")
+        if runs:
+            children = tracker.client.search_runs([exp.experiment_id],
+                                                  f"tags.mlflow.parentRunId = '{runs[0].info.run_id}'")
+            click.echo(f"    latest comparison: {tracker.links([c.info.run_id for c in children])['compare']}")
+    try:
+        sys.exit(subprocess.call(ui_command(uri, port=port)))
+    except KeyboardInterrupt:
+        sys.exit(0)
+
+
+def main() -> None:
+    cli(prog_name="recsys")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

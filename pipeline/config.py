@@ -1,0 +1,80 @@
+"""Run configuration: dataclasses with the defaults, TOML files as CLI defaults, where things go.
+
+A TOML config file supplies defaults for CLI options (command-line flags still win). Keys in
+``[defaults]`` apply to every command; a table named after a command (``[compare]``,
+``[train]``, ``[check-grad]``) applies to that one. Keys are option names with ``_`` for ``-``::
+
+    [defaults]
+    dataset = "data/ml-100k/u.data"
+    rank = 20
+
+    [compare]
+    optimizers = "newton-cg,lbfgs"
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pipeline.optim.base import StoppingRule
+
+DEFAULT_OPTIMIZERS = ("gd", "newton-cg", "lbfgs")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    rank: int = 10
+    reg: float = 0.1
+    reg_bias: float = 0.1
+    weighting: str = "count"
+    init_scale: float = 0.1
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    dataset: str = "synthetic"
+    fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    rule: StoppingRule = field(default_factory=lambda: StoppingRule(gtol=1e-5, max_iter=1000, max_seconds=60.0))
+    optimizers: tuple[str, ...] = DEFAULT_OPTIMIZERS
+    gd_step: float | None = None
+    seed: int = 0
+
+
+def project_root(start: Path | None = None) -> Path:
+    """The nearest folder at or above ``start`` (default: cwd) holding this project's
+    ``pyproject.toml``; the cwd when there is none (an installed copy used elsewhere)."""
+    start = (start or Path.cwd()).resolve()
+    for folder in (start, *start.parents):
+        candidate = folder / "pyproject.toml"
+        if candidate.is_file() and 'name = "recsys"' in candidate.read_text(errors="ignore"):
+            return folder
+    return start
+
+
+def default_tracking_uri() -> str:
+    """``$MLFLOW_TRACKING_URI`` or an SQLite store ``mlflow.db`` in the project root."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{project_root() / 'mlflow.db'}"
+
+
+def load_toml_defaults(path: str | os.PathLike, commands: list[str]) -> dict[str, dict]:
+    """Click ``default_map`` from a TOML file (see the module docstring)."""
+    with open(path, "rb") as fh:
+        data = tomllib.load(fh)
+    common = {k.replace("-", "_"): v for k, v in data.get("defaults", {}).items()}
+    out = {}
+    for name in commands:
+        table = data.get(name, {})
+        if not isinstance(table, dict):
+            raise ValueError(f"{path}: [{name}] must be a table")
+        out[name] = {**common, **{k.replace("-", "_"): v for k, v in table.items()}}
+    return out

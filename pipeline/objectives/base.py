@@ -1,0 +1,39 @@
+"""The objective protocol: what an optimizer may ask of a model.
+
+An objective is a smooth function of one flat float64 parameter vector ``x`` of length
+``n_params``. Optimizers see only this protocol, so any model that implements it gets every
+optimizer, the shared stopping rule, tracking and the CLI for free.
+
+Contract (scipy's ``fun/jac/hessp`` contract, made explicit):
+
+``init(rng) -> x0``
+    A starting point, drawn from ``rng`` only (reproducible under a seed).
+``loss_grad(x) -> (f, g)``
+    The value ``f(x)`` (float) and gradient ``∇f(x)`` (array, shape ``(n_params,)``).
+    Counts as one pass over the data.
+``hessp(x, v) -> H(x) v``
+    The exact Hessian-vector product, shape ``(n_params,)``. Must not form ``H``. May reuse
+    state cached by the last ``loss_grad``/``hessp`` at the same ``x`` (scipy calls it many
+    times at one ``x``).
+``predict(x, users, items) -> ratings``
+    Predictions for index pairs (what evaluation needs).
+"""
+
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+
+@runtime_checkable
+class Objective(Protocol):
+    n_params: int
+
+    def init(self, rng: np.random.Generator) -> np.ndarray: ...
+
+    def loss_grad(self, x: np.ndarray) -> tuple[float, np.ndarray]: ...
+
+    def hessp(self, x: np.ndarray, v: np.ndarray) -> np.ndarray: ...
+
+    def predict(self, x: np.ndarray, users: np.ndarray, items: np.ndarray) -> np.ndarray: ...

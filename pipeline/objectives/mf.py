@@ -1,0 +1,208 @@
+r"""Biased matrix factorization with L2 regularization: loss, gradient, Hessian-vector product.
+
+Model and objective
+-------------------
+N training ratings ``(u, i, r)``; ``mu`` is the mean training rating (a constant, not a
+parameter). Parameters: user factors ``P`` (m x k), item factors ``Q`` (n x k), user biases
+``b`` (m), item biases ``c`` (n)::
+
+    rhat_ui = mu + b_u + c_i + p_u . q_i            e_ui = rhat_ui - r_ui
+
+    L(P, Q, b, c) = (1/N) [ 1/2 sum_(u,i) e_ui^2
+                            + lam/2   (sum_u w_u |p_u|^2 + sum_i w_i |q_i|^2)
+                            + lam_b/2 (sum_u w_u  b_u^2  + sum_i w_i  c_i^2) ]
+
+Penalty weighting: ``"none"`` gives ``w = 1`` (plain L2); ``"count"`` gives ``w_u = n_u`` and
+``w_i = n_i``, the number of training ratings of the user or item, which is the penalty that
+per-rating SGD (Surprise's SVD) and ALS-WR effectively minimize. The weights apply to the
+biases as well as the factors, so ``"count"`` matches SGD term for term.
+
+Gradient (sums over the ratings of the user / item)::
+
+    dL/dp_u = (1/N) [ sum_i e_ui q_i + lam w_u p_u ]       dL/db_u = (1/N) [ sum_i e_ui + lam_b w_u b_u ]
+    dL/dq_i = (1/N) [ sum_u e_ui p_u + lam w_i q_i ]       dL/dc_i = (1/N) [ sum_u e_ui + lam_b w_i c_i ]
+
+Hessian-vector product in the direction ``v = (dP, dQ, db, dc)``. The directional derivative of
+the residual is ``de_ui = db_u + dc_i + dp_u . q_i + p_u . dq_i``; differentiating the gradient
+along ``v``::
+
+    (Hv)_p_u = (1/N) [ sum_i (de_ui q_i + e_ui dq_i) + lam w_u dp_u ]
+    (Hv)_q_i = (1/N) [ sum_u (de_ui p_u + e_ui dp_u) + lam w_i dq_i ]
+    (Hv)_b_u = (1/N) [ sum_i de_ui + lam_b w_u db_u ]
+    (Hv)_c_i = (1/N) [ sum_u de_ui + lam_b w_i dc_i ]
+
+The ``e_ui dq_i`` and ``e_ui dp_u`` terms are the residual curvature; dropping them gives the
+Gauss-Newton product ``J^T J v / N + penalty``, positive semi-definite (:meth:`gnvp`). The exact
+Hessian is indefinite away from a minimum (MF is non-convex: ``P = Q = 0`` is a saddle point).
+
+Conventions
+-----------
+``x = concat(P.ravel(), Q.ravel(), b, c)``, row-major, length ``(m + n)(k + 1)``.
+With ``E`` the sparse m x n matrix of residuals, the sums are sparse products: ``E @ Q``,
+``E.T @ P``; every call costs O(N k) time. The state that depends on ``x`` alone (residuals,
+gathered factor rows, ``E``) is cached, so the inner CG steps of Newton-CG at one ``x`` pay only
+for the direction.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+
+from pipeline.data.ratings import Ratings
+
+WEIGHTINGS = ("none", "count")
+
+
+@dataclass
+class _State:
+    """What depends on ``x`` alone, cached between calls at the same point."""
+
+    x: np.ndarray
+    P: np.ndarray
+    Q: np.ndarray
+    b: np.ndarray
+    c: np.ndarray
+    Pu: np.ndarray  # P[users], N x k
+    Qi: np.ndarray  # Q[items], N x k
+    e: np.ndarray   # residuals, N
+    E: sp.csr_matrix
+
+
+class BiasedMF:
+    """The objective above on a training set. See the module docstring for the math."""
+
+    def __init__(self, train: Ratings, rank: int = 10, reg: float = 0.05, reg_bias: float = 0.05,
+                 weighting: str = "count", init_scale: float = 0.1):
+        if rank < 1:
+            raise ValueError(f"rank must be a positive integer, got {rank}")
+        if reg < 0 or reg_bias < 0:
+            raise ValueError(f"penalties must be non-negative, got reg={reg}, reg_bias={reg_bias}")
+        if weighting not in WEIGHTINGS:
+            raise ValueError(f"weighting must be one of {WEIGHTINGS}, got {weighting!r}")
+        if len(train) == 0:
+            raise ValueError("the training set is empty")
+        self.rank, self.reg, self.reg_bias, self.weighting = int(rank), float(reg), float(reg_bias), weighting
+        self.init_scale = float(init_scale)
+        self.n_users, self.n_items = train.n_users, train.n_items
+        order = np.lexsort((train.items, train.users))  # CSR order: by user, then item
+        self.users = train.users[order].astype(np.int64)
+        self.items = train.items[order].astype(np.int64)
+        self.ratings = train.ratings[order]
+        self.n_ratings = len(self.ratings)
+        self.mu = float(self.ratings.mean())
+        self.user_counts = np.bincount(self.users, minlength=self.n_users).astype(np.float64)
+        self.item_counts = np.bincount(self.items, minlength=self.n_items).astype(np.float64)
+        self.indptr = np.concatenate([[0], np.cumsum(self.user_counts)]).astype(np.int64)
+        if weighting == "count":
+            self.w_user, self.w_item = self.user_counts, self.item_counts
+        else:
+            self.w_user, self.w_item = np.ones(self.n_users), np.ones(self.n_items)
+        m, n, k = self.n_users, self.n_items, self.rank
+        self._cuts = np.cumsum([m * k, n * k, m])
+        self.n_params = (m + n) * (k + 1)
+        self._state: _State | None = None
+
+    # -- layout ---------------------------------------------------------------------------
+    def unpack(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Views ``(P, Q, b, c)`` into ``x`` (no copies)."""
+        P, Q, b, c = np.split(x, self._cuts)
+        return P.reshape(self.n_users, self.rank), Q.reshape(self.n_items, self.rank), b, c
+
+    def pack(self, P, Q, b, c) -> np.ndarray:
+        return np.concatenate([np.ravel(P), np.ravel(Q), np.ravel(b), np.ravel(c)]).astype(np.float64)
+
+    def init(self, rng: np.random.Generator) -> np.ndarray:
+        """Small random factors ``N(0, init_scale^2)`` (zero factors are a saddle), zero biases.
+
+        Users and items with no training rating start (and, having zero gradient, stay) at zero.
+        """
+        P = rng.normal(0.0, self.init_scale, (self.n_users, self.rank)) * (self.user_counts > 0)[:, None]
+        Q = rng.normal(0.0, self.init_scale, (self.n_items, self.rank)) * (self.item_counts > 0)[:, None]
+        return self.pack(P, Q, np.zeros(self.n_users), np.zeros(self.n_items))
+
+    # -- cached state at x -----------------------------------------------------------------
+    def _csr(self, data: np.ndarray) -> sp.csr_matrix:
+        return sp.csr_matrix((data, self.items, self.indptr), shape=(self.n_users, self.n_items))
+
+    def _at(self, x: np.ndarray) -> _State:
+        s = self._state
+        if s is not None and (s.x is x or np.array_equal(s.x, x)):
+            return s
+        x = np.array(x, dtype=np.float64, copy=True)
+        P, Q, b, c = self.unpack(x)
+        Pu, Qi = P[self.users], Q[self.items]
+        e = self.mu + b[self.users] + c[self.items] + np.einsum("nk,nk->n", Pu, Qi) - self.ratings
+        self._state = _State(x, P, Q, b, c, Pu, Qi, e, self._csr(e))
+        return self._state
+
+    # -- the protocol -------------------------------------------------------------------------
+    def loss(self, x: np.ndarray) -> float:
+        """``L(x)`` alone: one pass for the residuals, no gradient products (line searches)."""
+        s = self._at(x)
+        return self._loss(s)
+
+    def _loss(self, s: _State) -> float:
+        lam, lam_b, wu, wi = self.reg, self.reg_bias, self.w_user, self.w_item
+        data = 0.5 * float(s.e @ s.e)
+        pen = 0.5 * lam * (wu @ np.einsum("uk,uk->u", s.P, s.P) + wi @ np.einsum("ik,ik->i", s.Q, s.Q))
+        pen_b = 0.5 * lam_b * (wu @ (s.b * s.b) + wi @ (s.c * s.c))
+        return float(data + pen + pen_b) / self.n_ratings
+
+    def loss_grad(self, x: np.ndarray) -> tuple[float, np.ndarray]:
+        s = self._at(x)
+        lam, lam_b, wu, wi = self.reg, self.reg_bias, self.w_user, self.w_item
+        gP = s.E @ s.Q + lam * wu[:, None] * s.P
+        gQ = s.E.T @ s.P + lam * wi[:, None] * s.Q
+        gb = np.bincount(self.users, s.e, self.n_users) + lam_b * wu * s.b
+        gc = np.bincount(self.items, s.e, self.n_items) + lam_b * wi * s.c
+        return self._loss(s), self.pack(gP, gQ, gb, gc) / self.n_ratings
+
+    def hessp(self, x: np.ndarray, v: np.ndarray) -> np.ndarray:
+        """Exact ``H(x) v``; see the module docstring."""
+        return self._hessp(x, v, exact=True)
+
+    def gnvp(self, x: np.ndarray, v: np.ndarray) -> np.ndarray:
+        """Gauss-Newton product (residual curvature dropped), positive semi-definite."""
+        return self._hessp(x, v, exact=False)
+
+    def _hessp(self, x: np.ndarray, v: np.ndarray, exact: bool) -> np.ndarray:
+        s = self._at(x)
+        dP, dQ, db, dc = self.unpack(np.asarray(v, dtype=np.float64))
+        de = (db[self.users] + dc[self.items]
+              + np.einsum("nk,nk->n", dP[self.users], s.Qi)
+              + np.einsum("nk,nk->n", s.Pu, dQ[self.items]))
+        De = self._csr(de)
+        lam, lam_b, wu, wi = self.reg, self.reg_bias, self.w_user, self.w_item
+        hP = De @ s.Q + lam * wu[:, None] * dP
+        hQ = De.T @ s.P + lam * wi[:, None] * dQ
+        if exact:
+            hP += s.E @ dQ
+            hQ += s.E.T @ dP
+        hb = np.bincount(self.users, de, self.n_users) + lam_b * wu * db
+        hc = np.bincount(self.items, de, self.n_items) + lam_b * wi * dc
+        return self.pack(hP, hQ, hb, hc) / self.n_ratings
+
+    # -- prediction -----------------------------------------------------------------------------
+    def predict(self, x: np.ndarray, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        """``mu + b_u + c_i + p_u . q_i``, using only what training saw.
+
+        A user (item) with no training rating contributes no bias and no factor term, so a cold
+        pair gets the global mean plus whatever bias is known. Not clipped; see ``evaluate``.
+        """
+        P, Q, b, c = self.unpack(np.asarray(x, dtype=np.float64))
+        users, items = np.asarray(users, np.int64), np.asarray(items, np.int64)
+        ku = self.user_counts[users] > 0
+        ki = self.item_counts[items] > 0
+        both = ku & ki
+        out = np.full(len(users), self.mu)
+        out[ku] += b[users[ku]]
+        out[ki] += c[items[ki]]
+        out[both] += np.einsum("nk,nk->n", P[users[both]], Q[items[both]])
+        return out
+
+    def describe(self) -> dict:
+        return {"model": "biased-mf", "rank": self.rank, "reg": self.reg, "reg_bias": self.reg_bias,
+                "weighting": self.weighting, "init_scale": self.init_scale, "n_params": self.n_params}

@@ -1,0 +1,212 @@
+"""One result type, one stopping rule, one cost ledger for every optimizer.
+
+The shared stopping rule
+------------------------
+An optimizer reports every iterate to a :class:`Monitor`, which applies the same test to every
+method, in this order, and stops at the first that holds:
+
+1. ``"converged"``: relative gradient norm ``||g_k|| / ||g_0|| <= gtol`` (2-norm);
+2. ``"diverged"``: the objective or gradient is not finite;
+3. ``"max_iter"``: ``k >= max_iter`` iterations;
+4. ``"max_seconds"``: optimizer wall time ``>= max_seconds``.
+
+A method that ends on its own test (scipy's line search fails, say) reports ``"method"`` and
+scipy's message. scipy's own tolerances are switched off where possible so that the shared rule,
+not a method's private one, decides.
+
+Cost accounting
+---------------
+:class:`CountedObjective` counts what the optimizer asks of the objective: a ``loss_grad`` is one
+function and one gradient evaluation, a ``loss`` one function evaluation, a ``hessp`` one
+Hessian-vector product. The clock (``seconds``) is optimizer time: the monitor's own work
+(validation RMSE, listeners such as progress and tracking, and re-evaluating a point the optimizer
+did not evaluate, which it counts as ``n_monitor_evals``) is measured and subtracted.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from pipeline.objectives.base import Objective
+
+STOP_REASONS = ("converged", "diverged", "max_iter", "max_seconds", "method", "interrupted")
+
+
+@dataclass(frozen=True)
+class StoppingRule:
+    gtol: float = 1e-5
+    max_iter: int = 1000
+    max_seconds: float | None = None
+
+    def __post_init__(self) -> None:
+        if not self.gtol >= 0:
+            raise ValueError(f"gtol must be non-negative, got {self.gtol}")
+        if self.max_iter < 0:
+            raise ValueError(f"max_iter must be non-negative, got {self.max_iter}")
+        if self.max_seconds is not None and self.max_seconds <= 0:
+            raise ValueError(f"max_seconds must be positive, got {self.max_seconds}")
+
+
+@dataclass(frozen=True)
+class IterationRecord:
+    """One row of an optimizer's history (counts are cumulative)."""
+
+    iteration: int
+    loss: float
+    grad_norm: float
+    rel_grad_norm: float
+    seconds: float
+    n_fun: int
+    n_grad: int
+    n_hessp: int
+    val_rmse: float = float("nan")
+
+    def as_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+@dataclass
+class OptimizeResult:
+    """What every optimizer returns; ``history[-1]`` describes ``x``."""
+
+    optimizer: str
+    x: np.ndarray
+    reason: str
+    message: str
+    history: list[IterationRecord] = field(default_factory=list)
+    n_monitor_evals: int = 0
+
+    @property
+    def final(self) -> IterationRecord:
+        return self.history[-1]
+
+    @property
+    def converged(self) -> bool:
+        return self.reason == "converged"
+
+    def summary(self) -> dict:
+        last = self.final
+        return {
+            "optimizer": self.optimizer, "iterations": last.iteration, "n_fun": last.n_fun,
+            "n_grad": last.n_grad, "n_hessp": last.n_hessp, "seconds": last.seconds,
+            "train_loss": last.loss, "grad_norm": last.grad_norm, "rel_grad_norm": last.rel_grad_norm,
+            "val_rmse": last.val_rmse, "reason": self.reason,
+        }
+
+
+class CountedObjective:
+    """Wraps an :class:`Objective`, counting calls and remembering recent ``(x, f, g)``."""
+
+    def __init__(self, objective: Objective, memory: int = 4):
+        self.objective = objective
+        self.n_params = objective.n_params
+        self.n_fun = self.n_grad = self.n_hessp = 0
+        self._recent: list[tuple[np.ndarray, float, np.ndarray]] = []
+        self._memory = memory
+
+    def loss_grad(self, x: np.ndarray) -> tuple[float, np.ndarray]:
+        self.n_fun += 1
+        self.n_grad += 1
+        f, g = self.objective.loss_grad(x)
+        self._recent.append((np.array(x, copy=True), f, g))
+        del self._recent[:-self._memory]
+        return f, g
+
+    def loss(self, x: np.ndarray) -> float:
+        """Value only, where the objective offers a cheaper ``loss``; else via ``loss_grad``."""
+        if not hasattr(self.objective, "loss"):
+            return self.loss_grad(x)[0]
+        self.n_fun += 1
+        return self.objective.loss(x)
+
+    def hessp(self, x: np.ndarray, v: np.ndarray) -> np.ndarray:
+        self.n_hessp += 1
+        return self.objective.hessp(x, v)
+
+    def gnvp(self, x: np.ndarray, v: np.ndarray) -> np.ndarray:
+        self.n_hessp += 1
+        return self.objective.gnvp(x, v)
+
+    def recall(self, x: np.ndarray) -> tuple[float, np.ndarray] | None:
+        for xr, f, g in reversed(self._recent):
+            if xr.shape == x.shape and np.array_equal(xr, x):
+                return f, g
+        return None
+
+
+Listener = Callable[[str, IterationRecord], None]
+
+
+class Monitor:
+    """Applies the shared stopping rule and records the history; see the module docstring.
+
+    ``validate(x) -> rmse`` (optional) is evaluated at every iterate; ``listeners`` are called
+    as ``listener(optimizer_name, record)`` after each iterate (progress, tracking).
+    """
+
+    def __init__(self, name: str, counted: CountedObjective, rule: StoppingRule,
+                 validate: Callable[[np.ndarray], float] | None = None,
+                 listeners: tuple[Listener, ...] = ()):
+        self.name, self.counted, self.rule = name, counted, rule
+        self.validate, self.listeners = validate, listeners
+        self.history: list[IterationRecord] = []
+        self.reason: str | None = None
+        self.last_x: np.ndarray | None = None
+        self.n_monitor_evals = 0
+        self._g0: float | None = None
+        self._start = time.perf_counter()
+        self._overhead = 0.0
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self._start - self._overhead
+
+    def check(self, x: np.ndarray, f: float | None = None, g: np.ndarray | None = None) -> bool:
+        """Record iterate ``x`` (value ``f``, gradient ``g`` if the caller has them); True = stop."""
+        seconds = self.elapsed()
+        t0 = time.perf_counter()
+        try:
+            if f is None or g is None:
+                known = self.counted.recall(x)
+                if known is None:
+                    self.n_monitor_evals += 1
+                    known = self.counted.objective.loss_grad(x)
+                f, g = known
+            grad_norm = float(np.linalg.norm(g))
+            if self._g0 is None:
+                self._g0 = grad_norm if grad_norm > 0 else 1.0
+            val = self.validate(x) if self.validate is not None and math.isfinite(f) else float("nan")
+            c = self.counted
+            record = IterationRecord(len(self.history), float(f), grad_norm, grad_norm / self._g0,
+                                     seconds, c.n_fun, c.n_grad, c.n_hessp, float(val))
+            self.history.append(record)
+            self.last_x = np.array(x, copy=True)
+            self.reason = self._reason(record)
+            for listener in self.listeners:
+                listener(self.name, record)
+            return self.reason is not None
+        finally:
+            self._overhead += time.perf_counter() - t0
+
+    def _reason(self, r: IterationRecord) -> str | None:
+        if r.rel_grad_norm <= self.rule.gtol:
+            return "converged"
+        if not (math.isfinite(r.loss) and math.isfinite(r.grad_norm)):
+            return "diverged"
+        if r.iteration >= self.rule.max_iter:
+            return "max_iter"
+        if self.rule.max_seconds is not None and r.seconds >= self.rule.max_seconds:
+            return "max_seconds"
+        return None
+
+    def result(self, x: np.ndarray, message: str) -> OptimizeResult:
+        """The one exit point: make sure ``x`` is the last recorded iterate, label the reason."""
+        if self.last_x is None or not np.array_equal(self.last_x, x):
+            self.check(x)
+        reason = self.reason or "method"
+        return OptimizeResult(self.name, self.last_x, reason, message or reason,
+                              list(self.history), self.n_monitor_evals)

@@ -1,0 +1,166 @@
+"""MLflow tracking: the only module that imports mlflow.
+
+Layout of a comparison: one experiment per dataset; a parent run per comparison; a nested
+child run per optimizer (and per baseline). Params are logged once per run; metric names are
+flat and split-prefixed (``train_loss``, ``grad_norm``, ``val_rmse``, ``test_rmse``,
+``fit_seconds``, ``n_hessp`` ...). Per-iteration curves are buffered and sent with
+``log_batch`` (one metric per call costs ~12 ms on SQLite), flushed every few seconds so the UI
+shows a fit while it runs. A run that raises is marked FAILED; Ctrl-C marks it KILLED. The
+tracker never prints: the CLI decides what the user sees.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+import urllib.parse
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+import mlflow
+import pandas as pd
+from mlflow.entities import Metric
+from mlflow.tracking import MlflowClient
+
+from pipeline.optim.base import IterationRecord
+
+CURVES = ("train_loss", "grad_norm", "rel_grad_norm", "val_rmse", "seconds", "n_fun", "n_grad", "n_hessp")
+UI_HOST, UI_PORT = "127.0.0.1", 5000
+
+
+def _finite(metrics: dict) -> dict:
+    return {k: float(v) for k, v in metrics.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}
+
+
+class MlflowTracker:
+    """Logs comparisons to ``tracking_uri`` (an SQLite store for local use).
+
+    ``artifact_root``: where a new experiment keeps its artifacts (an absolute folder, so
+    files never scatter into whatever directory the command ran from).
+    """
+
+    def __init__(self, tracking_uri: str, artifact_root: str | os.PathLike | None = None,
+                 flush_seconds: float = 3.0):
+        self.tracking_uri = tracking_uri
+        self.client = MlflowClient(tracking_uri=tracking_uri)
+        self.artifact_root = Path(artifact_root).resolve() if artifact_root else None
+        self.flush_seconds = flush_seconds
+        self._buffer: dict[str, list[Metric]] = {}
+        self._last_flush = time.monotonic()
+        self.experiment_id: str | None = None
+
+    # -- experiments and runs --------------------------------------------------------------
+    def use_experiment(self, name: str) -> str:
+        exp = self.client.get_experiment_by_name(name)
+        if exp is None:
+            location = None
+            if self.artifact_root is not None:
+                safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name)
+                location = (self.artifact_root / safe).as_uri()
+            self.experiment_id = self.client.create_experiment(name, artifact_location=location)
+        else:
+            if exp.lifecycle_stage == "deleted":
+                self.client.restore_experiment(exp.experiment_id)
+            self.experiment_id = exp.experiment_id
+        return self.experiment_id
+
+    @contextmanager
+    def run(self, name: str, params: dict | None = None, parent_id: str | None = None,
+            tags: dict | None = None) -> Iterator[str]:
+        """A run (nested under ``parent_id`` if given); FINISHED, FAILED or KILLED on exit."""
+        if self.experiment_id is None:
+            raise RuntimeError("call use_experiment() first")
+        all_tags = {"mlflow.runName": name, **(tags or {})}
+        if parent_id:
+            all_tags["mlflow.parentRunId"] = parent_id
+        run = self.client.create_run(self.experiment_id, tags=all_tags, run_name=name)
+        run_id = run.info.run_id
+        status = "FAILED"
+        try:
+            if params:
+                self.log_params(run_id, params)
+            yield run_id
+            status = "FINISHED"
+        except KeyboardInterrupt:
+            status = "KILLED"
+            raise
+        finally:
+            try:
+                self.flush(run_id)
+            finally:
+                self.client.set_terminated(run_id, status)
+
+    # -- params, metrics, curves ------------------------------------------------------------------
+    def log_params(self, run_id: str, params: dict) -> None:
+        from mlflow.entities import Param
+        items = [Param(str(k), str(v)[:6000]) for k, v in params.items()]
+        for start in range(0, len(items), 100):
+            self.client.log_batch(run_id, params=items[start:start + 100])
+
+    def log_metrics(self, run_id: str, metrics: dict, step: int = 0) -> None:
+        now = int(time.time() * 1000)
+        items = [Metric(k, v, now, step) for k, v in _finite(metrics).items()]
+        for start in range(0, len(items), 1000):
+            self.client.log_batch(run_id, metrics=items[start:start + 1000])
+
+    def set_tags(self, run_id: str, tags: dict) -> None:
+        for k, v in tags.items():
+            self.client.set_tag(run_id, k, str(v))
+
+    def curve_listener(self, run_id: str):
+        """A :class:`pipeline.optim.Monitor` listener that buffers the curves of ``run_id``."""
+        def listen(_name: str, record: IterationRecord) -> None:
+            now = int(time.time() * 1000)
+            values = {"train_loss": record.loss, "grad_norm": record.grad_norm,
+                      "rel_grad_norm": record.rel_grad_norm, "val_rmse": record.val_rmse,
+                      "seconds": record.seconds, "n_fun": record.n_fun, "n_grad": record.n_grad,
+                      "n_hessp": record.n_hessp}
+            buf = self._buffer.setdefault(run_id, [])
+            buf.extend(Metric(k, v, now, record.iteration) for k, v in _finite(values).items())
+            if time.monotonic() - self._last_flush >= self.flush_seconds:
+                self.flush(run_id)
+        return listen
+
+    def flush(self, run_id: str) -> None:
+        items = self._buffer.pop(run_id, [])
+        for start in range(0, len(items), 1000):
+            self.client.log_batch(run_id, metrics=items[start:start + 1000])
+        self._last_flush = time.monotonic()
+
+    # -- inputs and artifacts ---------------------------------------------------------------------
+    def log_dataset(self, run_id: str, frame: pd.DataFrame, name: str, source: str, context: str) -> None:
+        """Record the dataset as a run input (name, digest, schema, source)."""
+        dataset = mlflow.data.from_pandas(frame, source=source or name, name=name)
+        from mlflow.entities import DatasetInput, InputTag
+        self.client.log_inputs(run_id, datasets=[DatasetInput(
+            dataset._to_mlflow_entity(), tags=[InputTag("mlflow.data.context", context)])])
+
+    def log_artifact(self, run_id: str, path: str | os.PathLike, artifact_path: str | None = None) -> None:
+        self.client.log_artifact(run_id, str(path), artifact_path)
+
+    # -- links for people --------------------------------------------------------------------------
+    def links(self, run_ids: list[str], ui_url: str | None = None) -> dict[str, str]:
+        """The experiment page and the compare page for ``run_ids`` in the MLflow UI."""
+        base = (ui_url or f"http://{UI_HOST}:{UI_PORT}").rstrip("/")
+        exp = self.experiment_id
+        runs = urllib.parse.quote(json.dumps(run_ids, separators=(",", ":")))
+        exps = urllib.parse.quote(json.dumps([exp], separators=(",", ":")))
+        return {
+            "experiment": f"{base}/#/experiments/{exp}?workflowType=machine_learning",
+            "compare": f"{base}/#/compare-runs?runs={runs}&experiments={exps}&workflowType=machine_learning",
+        }
+
+    def run_info(self, run_id: str):
+        """The stored run (for tests and reports)."""
+        return self.client.get_run(run_id)
+
+
+def ui_command(tracking_uri: str, host: str = UI_HOST, port: int = UI_PORT) -> list[str]:
+    """The ``mlflow ui`` command line for ``tracking_uri``."""
+    import sys
+    return [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", tracking_uri,
+            "--host", host, "--port", str(port)]
