@@ -22,7 +22,7 @@ from pipeline.objectives import WEIGHTINGS
 from pipeline.optim import REGISTRY, StoppingRule
 from pipeline.optim.base import IterationRecord
 
-COMMANDS = ["train", "compare", "check-grad", "synth", "ui"]
+COMMANDS = ["train", "compare", "check-grad", "ui"]
 
 
 class InputError(click.ClickException):
@@ -71,7 +71,9 @@ class Fractions(click.ParamType):
 def _load_config(ctx: click.Context, _param, value):
     if value:
         try:
-            ctx.default_map = load_toml_defaults(value, COMMANDS)
+            defaults = load_toml_defaults(value, COMMANDS + ["synth"])
+            defaults["data"] = {"synth": defaults.pop("synth")}
+            ctx.default_map = defaults
         except (OSError, ValueError) as exc:  # tomllib.TOMLDecodeError is a ValueError
             raise click.BadParameter(f"cannot read config {value}: {exc}") from None
     return value

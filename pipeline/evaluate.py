@@ -58,6 +58,13 @@ def global_mean_baseline(train: Ratings) -> Predictor:
 
 
 def biases_baseline(train: Ratings, reg_bias: float, weighting: str = "count", sweeps: int = 30) -> Predictor:
+    """Predict ``mu + b_u + c_i`` with the biases of :func:`fit_biases`."""
+    mu, b, c = fit_biases(train, reg_bias, weighting, sweeps)
+    return lambda users, items: mu + b[users] + c[items]
+
+
+def fit_biases(train: Ratings, reg_bias: float, weighting: str = "count",
+               sweeps: int = 30) -> tuple[float, np.ndarray, np.ndarray]:
     """``mu + b_u + c_i`` fitted by alternating exact ridge solves (the MF objective at rank 0).
 
     Minimizes ``1/2 sum (mu + b_u + c_i - r)^2 + lam_b/2 (sum w_u b_u^2 + sum w_i c_i^2)``::
@@ -78,4 +85,4 @@ def biases_baseline(train: Ratings, reg_bias: float, weighting: str = "count", s
     for _ in range(sweeps):
         b = np.bincount(u, r - mu - c[i], train.n_users) / den_u
         c = np.bincount(i, r - mu - b[u], train.n_items) / den_i
-    return lambda users, items: mu + b[users] + c[items]
+    return mu, b, c

@@ -16,6 +16,7 @@ import math
 import os
 import time
 import urllib.parse
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -134,8 +135,10 @@ class MlflowTracker:
     # -- inputs and artifacts ---------------------------------------------------------------------
     def log_dataset(self, run_id: str, frame: pd.DataFrame, name: str, source: str, context: str) -> None:
         """Record the dataset as a run input (name, digest, schema, source)."""
-        dataset = mlflow.data.from_pandas(frame, source=source or name, name=name)
         from mlflow.entities import DatasetInput, InputTag
+        with warnings.catch_warnings():  # schema hints about integer columns: ids are never missing here
+            warnings.simplefilter("ignore")
+            dataset = mlflow.data.from_pandas(frame, source=source or name, name=name)
         self.client.log_inputs(run_id, datasets=[DatasetInput(
             dataset._to_mlflow_entity(), tags=[InputTag("mlflow.data.context", context)])])
 

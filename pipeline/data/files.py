@@ -8,6 +8,7 @@ reader. Errors come out as :class:`DataError` with the file named.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -45,38 +46,43 @@ def read_udata(path: str | os.PathLike, rating_scale: tuple[float, float] | None
     """Read a MovieLens-100K-style ``u.data`` file (tab-separated, no header)."""
     path = Path(path)
     _check_readable(path)
+    expected = "expected 4 tab-separated fields (user, item, rating, timestamp)"
     try:
-        frame = pd.read_csv(
-            path, sep="\t", header=None, names=UDATA_COLUMNS, engine="c",
-            dtype={"user": str, "item": str, "rating": str, "timestamp": str},
-            keep_default_na=False, on_bad_lines="error",
-        )
+        frame = pd.read_csv(path, sep="\t", header=None, engine="c", dtype=str, keep_default_na=False,
+                            on_bad_lines="error")
     except pd.errors.ParserError as exc:
-        raise DataError(f"{path}: not a tab-separated user/item/rating/timestamp file ({_first_line(exc)})") from None
+        found = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", str(exc))
+        if found:
+            raise DataError(f"{path}, line {found.group(2)}: {expected}, found {found.group(3)}") from None
+        raise DataError(f"{path}: not a tab-separated ratings file ({_first_line(exc)})") from None
     except UnicodeDecodeError:
         raise DataError(f"{path}: not a text file (cannot decode as UTF-8)") from None
-    if frame.empty:
-        raise DataError(f"{path}: no ratings")
-    missing = frame["item"].eq("") | frame["user"].eq("")
-    if frame["rating"].eq("").any() and frame["item"].ne("").all():
-        missing |= frame["rating"].eq("")
-    if missing.any():
-        line = int(np.flatnonzero(missing.to_numpy())[0]) + 1
-        raise DataError(f"{path}, line {line}: expected 4 tab-separated fields (user, item, rating, timestamp)")
+    except pd.errors.EmptyDataError:
+        raise DataError(f"{path}: no ratings") from None
+    if frame.shape[1] != 4:
+        raise DataError(f"{path}, line 1: {expected}, found {frame.shape[1]}")
+    frame.columns = UDATA_COLUMNS
+    empty = (frame.isna() | frame.eq("")).to_numpy()
+    if empty.any():
+        row, col = (int(a[0]) for a in np.nonzero(empty))
+        raise DataError(f"{path}, line {row + 1}: {expected}; the {UDATA_COLUMNS[col]} is empty or missing")
     ratings = pd.to_numeric(frame["rating"], errors="coerce").to_numpy(dtype=np.float64)
     bad = ~np.isfinite(ratings)
     if bad.any():
         line = int(np.flatnonzero(bad)[0]) + 1
         raise DataError(f"{path}, line {line}: rating {frame['rating'].iloc[line - 1]!r} is not a finite number")
     stamps = pd.to_numeric(frame["timestamp"], errors="coerce")
-    timestamps = None if stamps.isna().any() else stamps.to_numpy(dtype=np.int64)
+    if stamps.isna().any():
+        line = int(np.flatnonzero(stamps.isna().to_numpy())[0]) + 1
+        raise DataError(f"{path}, line {line}: timestamp {frame['timestamp'].iloc[line - 1]!r} is not a number")
+    timestamps = stamps.to_numpy(dtype=np.int64)
     users = _as_ids(frame["user"])
     items = _as_ids(frame["item"])
     try:
         return from_raw(users, items, ratings, timestamps, rating_scale=rating_scale,
                         name=dataset_name(path), source=str(path))
     except DataError as exc:
-        raise DataError(str(exc).replace("rating #", "line ")) from None
+        raise DataError(str(exc).replace(", row ", ", line ")) from None
 
 
 def _as_ids(column: pd.Series) -> np.ndarray:

@@ -104,7 +104,7 @@ def from_raw(
     bad = ~np.isfinite(ratings)
     if bad.any():
         first = int(np.flatnonzero(bad)[0])
-        raise DataError(f"{source or name}: rating #{first + 1} is not a finite number")
+        raise DataError(f"{source or name}, row {first + 1}: rating is not a finite number")
     if rating_scale is None:
         rating_scale = (float(ratings.min()), float(ratings.max()))
     lo, hi = rating_scale
@@ -114,7 +114,7 @@ def from_raw(
     if outside.any():
         first = int(np.flatnonzero(outside)[0])
         raise DataError(
-            f"{source or name}: rating #{first + 1} = {ratings[first]:g} is outside the scale {lo:g}..{hi:g}"
+            f"{source or name}, row {first + 1}: rating {ratings[first]:g} is outside the scale {lo:g}..{hi:g}"
         )
     user_ids, users = np.unique(np.asarray(user_raw), return_inverse=True)
     item_ids, items = np.unique(np.asarray(item_raw), return_inverse=True)
@@ -127,7 +127,7 @@ def from_raw(
         u, i = divmod(int(dup[0]), len(item_ids))
         raise DataError(
             f"{source or name}: {int((counts[counts > 1] - 1).sum())} duplicate (user, item) pairs, "
-            f"e.g. user {user_ids[u]!r} item {item_ids[i]!r}"
+            f"e.g. user {user_ids[u]} item {item_ids[i]}"
         )
     return Ratings(
         users=users,

@@ -52,19 +52,46 @@ def curvature_scale(objective: CountedObjective, x0: np.ndarray) -> float:
 
 @register("newton-cg", "scipy Newton-CG with the exact Hessian-vector product", uses_hessp=True)
 def newton_cg(objective: CountedObjective, x0: np.ndarray, monitor: Monitor,
-              scale: float | str = "auto") -> tuple[np.ndarray, str]:
-    """scipy Newton-CG on ``scale * f`` (see :func:`curvature_scale` for why and for ``"auto"``)."""
-    if scale == "auto":
-        scale = curvature_scale(objective, x0)
+              scale: float | str = "auto", max_restarts: int = 20) -> tuple[np.ndarray, str]:
+    """scipy Newton-CG on ``scale * f``; see :func:`curvature_scale` for why and for ``"auto"``.
+
+    With ``"auto"``, when scipy ends on its own before the shared rule holds (its zero-curvature
+    cutoff returned a zero step, or its line search lost precision) while the gradient is still
+    shrinking, it is restarted from where it stopped with the scale measured there; each
+    restart costs one loss+gradient and one Hessian-vector product (counted). At most
+    ``max_restarts`` times, and never without progress.
+    """
+    x, restarts, message = x0, 0, ""
+    best_gnorm = np.inf
+    while True:
+        s = curvature_scale(objective, x) if scale == "auto" else float(scale)
+        res = _run_scaled(objective, x, monitor, s, "Newton-CG", hessp=True, options={"xtol": 0.0, "maxiter": _BIG})
+        message = str(res.message)
+        if monitor.reason:
+            x = monitor.last_x
+            break
+        x = res.x
+        gnorm = float(np.linalg.norm(res.jac)) / s if res.get("jac") is not None else np.inf
+        if scale != "auto" or restarts >= max_restarts or not gnorm < best_gnorm:
+            break
+        best_gnorm = gnorm
+        restarts += 1
+    if restarts:
+        message = f"{message} (after {restarts} restart{'s' * (restarts > 1)} with a rescaled objective)"
+    return x, message
+
+
+def _run_scaled(objective: CountedObjective, x0: np.ndarray, monitor: Monitor, scale: float, method: str,
+                hessp: bool, options: dict):
     def fg(x):
         f, g = objective.loss_grad(x)
         return scale * f, scale * g
+
     def hp(x, v):
         return scale * objective.hessp(x, v)
-    res = scipy.optimize.minimize(fg, x0, jac=True, hessp=hp,
-                                  method="Newton-CG", callback=_callback(monitor),
-                                  options={"xtol": 0.0, "maxiter": _BIG})
-    return (monitor.last_x if monitor.reason else res.x), str(res.message)
+
+    return scipy.optimize.minimize(fg, x0, jac=True, hessp=hp if hessp else None, method=method,
+                                   callback=_callback(monitor), options=options)
 
 
 @register("lbfgs", "scipy L-BFGS-B (quasi-Newton, 10 correction pairs)")

@@ -1,0 +1,55 @@
+# recsys: `make train` compares optimizers on the default dataset and logs to MLflow.
+# Every target works from a fresh clone: the first one that needs it creates .venv.
+
+PYTHON  ?= python3
+VENV    := .venv
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.installed
+DATASET ?= data/synthetic/u.data
+OPTIMIZERS ?= gd,newton-cg,lbfgs
+ARGS    ?=
+PORT    ?= 5000
+
+.PHONY: install data train compare ui test test-fast check-grad clean help
+
+help:
+	@echo "make train      install, generate the default dataset, compare $(OPTIMIZERS), log to MLflow"
+	@echo "make compare    the same comparison (OPTIMIZERS=..., DATASET=..., ARGS='--rank 20')"
+	@echo "make ui         the MLflow UI on http://127.0.0.1:$(PORT)"
+	@echo "make test       the whole test suite"
+	@echo "make check-grad finite-difference check of the gradient and Hessian-vector product"
+	@echo "make clean      remove the venv, the MLflow store, generated data and caches"
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[test]"
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+data/synthetic/u.data: | $(STAMP)
+	$(BIN)/recsys data synth --out $@
+
+data: data/synthetic/u.data
+
+train: install data
+	$(BIN)/recsys compare --dataset $(DATASET) --optimizers $(OPTIMIZERS) $(ARGS)
+
+compare: train
+
+check-grad: install data
+	$(BIN)/recsys check-grad --dataset $(DATASET) $(ARGS)
+
+ui: install
+	$(BIN)/recsys ui --port $(PORT)
+
+test: install
+	$(BIN)/python -m pytest -q
+
+test-fast: install
+	$(BIN)/python -m pytest -q -m "not slow"
+
+clean:
+	rm -rf $(VENV) mlflow.db mlartifacts mlruns data/synthetic reports .pytest_cache .hypothesis
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

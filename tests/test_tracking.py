@@ -1,0 +1,96 @@
+"""MLflow logging against an SQLite store under tmp_path."""
+
+from __future__ import annotations
+
+import pytest
+
+from pipeline import experiment
+from pipeline.config import DataConfig, ModelConfig, RunConfig
+from pipeline.optim import StoppingRule
+from pipeline.tracking import MlflowTracker
+
+
+def small_cfg(optimizers=("gd", "newton-cg", "lbfgs")):
+    return RunConfig(data=DataConfig(dataset="unused", seed=0), model=ModelConfig(rank=3, reg=0.1, reg_bias=0.1),
+                     rule=StoppingRule(gtol=1e-5, max_iter=300, max_seconds=30), optimizers=optimizers)
+
+
+@pytest.fixture
+def comparison(tracking_uri, tmp_path, small_synthetic):
+    tracker = MlflowTracker(tracking_uri, artifact_root=tmp_path / "artifacts")
+    return tracker, experiment.compare(small_cfg(), tracker, ratings=small_synthetic)
+
+
+def test_parent_and_children_are_nested_and_finished(comparison):
+    tracker, out = comparison
+    parent = tracker.run_info(out.parent_run_id)
+    assert parent.info.status == "FINISHED"
+    exp = tracker.client.get_experiment(parent.info.experiment_id)
+    assert exp.name == "synthetic"
+    children = tracker.client.search_runs([exp.experiment_id], f"tags.mlflow.parentRunId = '{out.parent_run_id}'")
+    names = {c.info.run_name for c in children}
+    assert names == {"gd", "newton-cg", "lbfgs", "global-mean", "biases-only"}
+    assert all(c.info.status == "FINISHED" for c in children)
+
+
+def test_params_metrics_and_curves(comparison):
+    tracker, out = comparison
+    run = tracker.run_info(out.child_run_ids["newton-cg"])
+    p = run.data.params
+    assert p["optimizer"] == "newton-cg" and p["rank"] == "3" and p["gtol"] == "1e-05" and p["dataset"] == "synthetic"
+    m = run.data.metrics
+    for key in ("train_rmse", "val_rmse", "test_rmse", "test_mae", "fit_seconds", "n_hessp", "grad_norm", "train_loss"):
+        assert key in m, key
+    assert m["n_hessp"] > 0
+    history = tracker.client.get_metric_history(run.info.run_id, "train_loss")
+    steps = [h.step for h in history]
+    assert steps == list(range(len(out.results["newton-cg"].history)))
+    values = [h.value for h in sorted(history, key=lambda h: h.step)]
+    assert values == pytest.approx([r.loss for r in out.results["newton-cg"].history])
+    assert run.data.tags["stop_reason"] == out.results["newton-cg"].reason
+    base = tracker.run_info(out.child_run_ids["global-mean"]).data.metrics
+    assert set(base) >= {"val_rmse", "test_rmse"}  # baselines share the metric names
+
+
+def test_artifacts_and_dataset_input_on_the_parent(comparison):
+    tracker, out = comparison
+    files = {a.path for a in tracker.client.list_artifacts(out.parent_run_id)}
+    assert {"convergence.png", "comparison.csv"} <= files
+    run = tracker.run_info(out.parent_run_id)
+    inputs = run.inputs.dataset_inputs
+    assert inputs and inputs[0].dataset.name == "synthetic"
+
+
+def test_links_name_the_experiment_and_the_runs(comparison):
+    tracker, out = comparison
+    assert f"#/experiments/{tracker.experiment_id}?" in out.links["experiment"]
+    for rid in out.child_run_ids.values():
+        assert rid in out.links["compare"]
+
+
+def test_a_failing_fit_marks_runs_failed(tracking_uri, tmp_path, small_synthetic, monkeypatch):
+    tracker = MlflowTracker(tracking_uri, artifact_root=tmp_path / "artifacts")
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("boom")
+    monkeypatch.setattr(experiment, "minimize", boom)
+    with pytest.raises(RuntimeError):
+        experiment.compare(small_cfg(("gd",)), tracker, ratings=small_synthetic)
+    runs = tracker.client.search_runs([tracker.experiment_id])
+    statuses = {r.info.run_name: r.info.status for r in runs}
+    assert statuses["gd"] == "FAILED" and statuses["compare-gd"] == "FAILED"
+    assert statuses["global-mean"] == "FINISHED"
+
+
+def test_ctrl_c_marks_runs_killed(tracking_uri, tmp_path, small_synthetic, monkeypatch):
+    tracker = MlflowTracker(tracking_uri, artifact_root=tmp_path / "artifacts")
+
+    def interrupt(name, record):
+        if record.iteration == 5:
+            raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt):
+        experiment.compare(small_cfg(("lbfgs",)), tracker, progress=interrupt, ratings=small_synthetic)
+    runs = {r.info.run_name: r for r in tracker.client.search_runs([tracker.experiment_id])}
+    assert runs["lbfgs"].info.status == "KILLED" and runs["compare-lbfgs"].info.status == "KILLED"
+    kept = tracker.client.get_metric_history(runs["lbfgs"].info.run_id, "train_loss")
+    assert len(kept) == 5  # the curve so far is kept (iterations 0..4)
