@@ -139,8 +139,9 @@ class MlflowTracker:
         with warnings.catch_warnings():  # schema hints about integer columns: ids are never missing here
             warnings.simplefilter("ignore")
             dataset = mlflow.data.from_pandas(frame, source=source or name, name=name)
+            entity = dataset._to_mlflow_entity()
         self.client.log_inputs(run_id, datasets=[DatasetInput(
-            dataset._to_mlflow_entity(), tags=[InputTag("mlflow.data.context", context)])])
+            entity, tags=[InputTag("mlflow.data.context", context)])])
 
     def log_artifact(self, run_id: str, path: str | os.PathLike, artifact_path: str | None = None) -> None:
         self.client.log_artifact(run_id, str(path), artifact_path)

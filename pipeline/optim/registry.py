@@ -49,7 +49,9 @@ def minimize(name: str, objective: Objective, x0: np.ndarray, rule: StoppingRule
     counted = CountedObjective(objective)
     monitor = Monitor(name, counted, rule, validate, listeners)
     x0 = np.array(x0, dtype=np.float64, copy=True)
-    if monitor.check(x0):  # iteration 0: reference gradient norm, maybe already done
-        return monitor.result(x0, "stopped at the starting point")
-    x, message = REGISTRY[name].run(counted, x0, monitor, **options)
-    return monitor.result(x, message)
+    # Overflow in a diverging run is expected and reported as reason "diverged", not as warnings.
+    with np.errstate(over="ignore", invalid="ignore"):
+        if monitor.check(x0):  # iteration 0: reference gradient norm, maybe already done
+            return monitor.result(x0, "stopped at the starting point")
+        x, message = REGISTRY[name].run(counted, x0, monitor, **options)
+        return monitor.result(x, message)
