@@ -94,15 +94,93 @@ def cli() -> None:
     """
 
 
-def run_options(f):
-    """Options shared by the commands that build an objective on a dataset."""
-    opts = [
+class Scale(click.ParamType):
+    name = "LO,HI"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, (list, tuple)):
+            parts = list(value)
+        else:
+            parts = str(value).split(",")
+        try:
+            lo, hi = (float(p) for p in parts)
+        except ValueError:
+            self.fail(f"expected two numbers like 0.5,5, got {value!r}", param, ctx)
+        if not lo < hi:
+            self.fail(f"the low end must be below the high end, got {value!r}", param, ctx)
+        return (lo, hi)
+
+
+def _apply(f, opts):
+    for opt in reversed(opts):
+        f = opt(f)
+    return f
+
+
+def _data_opts(with_dataset: bool) -> list:
+    """Where the ratings come from (shared by every command that reads a dataset)."""
+    from pipeline.data import CATALOG, FORMATS
+    dataset = [
         click.option("--dataset", default="synthetic", show_default=True,
-                     help="'synthetic' (the embedded generator, shaped like MovieLens 100K) or the path of a "
-                          "tab-separated user/item/rating/timestamp file such as MovieLens 100K's u.data."),
-        click.option("--split", "fractions", type=Fractions(), default="0.8,0.1,0.1", show_default=True,
-                     help="Random train,validation,test fractions."),
-        click.option("--split-seed", type=int, default=0, show_default=True, help="Seed of the random split."),
+                     help="'synthetic' (the embedded generator, shaped like MovieLens 100K), a MovieLens name "
+                          f"({', '.join(CATALOG)}; fetched into --data-dir on first use), or a path: u.data, "
+                          "ratings.dat, ratings.csv, an official .zip, or your own CSV/TSV/Parquet."),
+    ]
+    return (dataset if with_dataset else []) + [
+        click.option("--format", "format_", type=click.Choice(FORMATS), default=None,
+                     help="File format [default: from the name and content]."),
+        click.option("--user-col", default=None, help="User id column of a file with a header."),
+        click.option("--item-col", default=None, help="Item id column of a file with a header."),
+        click.option("--rating-col", default=None, help="Rating column of a file with a header."),
+        click.option("--time-col", default=None, help="Timestamp column (seconds or dates) of a file with a header."),
+        click.option("--rating-scale", type=Scale(), default=None,
+                     help="Allowed ratings, e.g. 0.5,5 [default: 1,5 for u.data, else inferred from the data]."),
+        click.option("--duplicates", type=click.Choice(["error", "last"]), default="error", show_default=True,
+                     help="Repeated (user, item) pairs: an error, or keep the latest by timestamp."),
+        click.option("--min-user-ratings", type=click.IntRange(min=0), default=0, show_default=True,
+                     help="Drop users with fewer ratings (repeated with --min-item-ratings until both hold)."),
+        click.option("--min-item-ratings", type=click.IntRange(min=0), default=0, show_default=True,
+                     help="Drop items with fewer ratings."),
+        click.option("--train", "train_file", type=click.Path(), default=None,
+                     help="A predefined training file (e.g. u1.base); needs --test; overrides --split."),
+        click.option("--validation", "validation_file", type=click.Path(), default=None,
+                     help="A predefined validation file (optional with --train/--test)."),
+        click.option("--test", "test_file", type=click.Path(), default=None, help="A predefined test file (e.g. u1.test)."),
+        click.option("--data-dir", type=click.Path(file_okay=False), default="data", show_default=True,
+                     help="Where MovieLens archives are downloaded and unpacked."),
+    ]
+
+
+def data_options(f):
+    return _apply(f, _data_opts(with_dataset=True))
+
+
+def data_options_no_dataset(f):
+    """The data options without --dataset (commands that take DATASET as an argument)."""
+    return _apply(f, _data_opts(with_dataset=False))
+
+
+def split_options(f):
+    from pipeline.data import METHODS
+    opts = [
+        click.option("--split", "method", type=click.Choice(METHODS), default="random", show_default=True,
+                     help="random holdout; user: per-user holdout (--last-k by time, else per-user fractions); "
+                          "temporal: by time (quantiles from --fractions, or --cutoff); kfold: --folds folds."),
+        click.option("--fractions", type=Fractions(), default="0.8,0.1,0.1", show_default=True,
+                     help="Train,validation,test fractions (kfold: validation share of the training folds)."),
+        click.option("--split-seed", type=int, default=0, show_default=True, help="Seed of the split."),
+        click.option("--last-k", type=click.IntRange(min=1), default=None,
+                     help="user split: each user's last K ratings by time to test, the K before to validation."),
+        click.option("--cutoff", type=int, default=None, help="temporal split: test = ratings at or after this Unix time."),
+        click.option("--folds", type=click.IntRange(min=2), default=5, show_default=True, help="kfold: number of folds."),
+    ]
+    for opt in reversed(opts):
+        f = opt(f)
+    return f
+
+
+def model_options(f):
+    opts = [
         click.option("--seed", type=int, default=0, show_default=True, help="Seed of the starting point."),
         click.option("--rank", type=click.IntRange(min=1), default=ModelConfig.rank, show_default=True,
                      help="Number of latent factors k."),
@@ -119,6 +197,10 @@ def run_options(f):
     for opt in reversed(opts):
         f = opt(f)
     return f
+
+
+def run_options(f):
+    return data_options(split_options(model_options(f)))
 
 
 def fit_options(f):
@@ -141,9 +223,20 @@ def fit_options(f):
     return f
 
 
+def _data_config(kw: dict) -> DataConfig:
+    return DataConfig(
+        dataset=kw["dataset"], fractions=kw.get("fractions", (0.8, 0.1, 0.1)), seed=kw.get("split_seed", 0),
+        method=kw.get("method", "random"), last_k=kw.get("last_k"), cutoff=kw.get("cutoff"),
+        folds=kw.get("folds", 5), min_user_ratings=kw["min_user_ratings"], min_item_ratings=kw["min_item_ratings"],
+        train_file=kw["train_file"], validation_file=kw["validation_file"], test_file=kw["test_file"],
+        format=kw["format_"], user_col=kw["user_col"], item_col=kw["item_col"], rating_col=kw["rating_col"],
+        time_col=kw["time_col"], rating_scale=kw["rating_scale"], duplicates=kw["duplicates"],
+        data_dir=kw["data_dir"])
+
+
 def _config(kw: dict, optimizers) -> RunConfig:
     return RunConfig(
-        data=DataConfig(dataset=kw["dataset"], fractions=kw["fractions"], seed=kw["split_seed"]),
+        data=_data_config(kw),
         model=ModelConfig(rank=kw["rank"], reg=kw["reg"], reg_bias=kw["reg_bias"], weighting=kw["weighting"],
                           init_scale=kw["init_scale"]),
         rule=StoppingRule(gtol=kw.get("gtol", 1e-5), max_iter=kw.get("max_iter", 1000),
@@ -164,6 +257,20 @@ def input_errors(f):
             click.echo("\ninterrupted: the open MLflow runs were marked KILLED", err=True)
             sys.exit(130)
     return wrapper
+
+
+class DownloadProgress:
+    """Prints a download's progress at most twice a second."""
+
+    def __init__(self):
+        self._last = 0.0
+
+    def __call__(self, done: int, total: int | None) -> None:
+        now = time.monotonic()
+        if now - self._last >= 0.5 or (total and done >= total):
+            self._last = now
+            of = f" of {total / 1e6:,.1f} MB ({100 * done / total:.0f}%)" if total else " MB"
+            click.echo(f"  downloading: {done / 1e6:,.1f}{of}", err=True)
 
 
 class Progress:
@@ -201,11 +308,17 @@ def _run_comparison(optimizers, kw) -> None:
                    f"cold item {cold['test_cold_item_rows']}); {prep.objective.n_params:,} parameters", err=True)
 
     try:
-        result = experiment.compare(cfg, tracker, None if kw.get("quiet") else Progress(), on_start=started)
+        result = experiment.compare(cfg, tracker, None if kw.get("quiet") else Progress(), on_start=started,
+                                    download_progress=DownloadProgress())
     except ValueError as exc:
         raise InputError(str(exc)) from None
     click.echo("")
+    if result.folds:
+        click.echo(f"mean over {len(result.folds)} folds (test_rmse_std: spread of test RMSE across folds)")
     click.echo(report.format_table(result.table))
+    if result.folds:
+        click.echo("test_rmse_std  " + "  ".join(f"{r.optimizer} {r.test_rmse_std:.4f}"
+                                                 for r in result.table.itertuples()))
     if tracker:
         click.echo("")
         click.echo(f"MLflow experiment: {result.links['experiment']}")
@@ -285,6 +398,66 @@ def synth(out, users, items, ratings, true_rank, noise, seed):
     d = r.describe()
     click.echo(f"wrote {path}: {d['n_ratings']:,} ratings, {d['n_users']:,} users, {d['n_items']:,} items, "
                f"mean {d['rating_mean']:.3f}")
+
+
+@data.command()
+@click.argument("name")
+@click.option("--data-dir", type=click.Path(file_okay=False), default="data", show_default=True)
+@input_errors
+def fetch(name, data_dir):
+    """Download MovieLens NAME, verify its checksum, unpack it into --data-dir (no-op if already there).
+
+    NAME is one of: ml-100k, ml-1m, ml-latest-small, ml-10m, ml-25m, ml-32m. Offline, put the official
+    archive at DATA_DIR/NAME.zip by hand and run this again.
+    """
+    from pipeline.data import fetch as fetch_archive
+    path = fetch_archive(name, data_dir, DownloadProgress())
+    click.echo(f"{name}: {path}")
+
+
+@data.command()
+@click.argument("dataset")
+@data_options_no_dataset
+@split_options
+@input_errors
+def describe(dataset, **kw):
+    """Shape, density, rating histogram, per-user and per-item count quantiles, and what each split
+    part would hold (with cold-start rows) for DATASET (a name or a path, as --dataset takes)."""
+    from pipeline import experiment
+    kw["dataset"] = dataset
+    d = experiment.describe(RunConfig(data=_data_config(kw)), progress=DownloadProgress())
+    click.echo(f"{dataset}: {d['n_ratings']:,} ratings, {d['n_users']:,} users, {d['n_items']:,} items, "
+               f"density {d['density']:.4%}, mean rating {d['rating_mean']:.3f}, "
+               f"scale {d['rating_min']:g}..{d['rating_max']:g}, timestamps {'yes' if d['has_timestamps'] else 'no'}")
+    click.echo("ratings: " + "  ".join(f"{k}: {v:,}" for k, v in d["histogram"].items()))
+    for who in ("user", "item"):
+        qs = d[f"per_{who}_quantiles"]
+        click.echo(f"ratings per {who}: " + "  ".join(f"q{float(q):g} {v:g}" for q, v in qs.items()))
+    for s in d["splits"]:
+        fold = f" fold {s['fold']}" if s["fold"] is not None else ""
+        click.echo(f"{s['method']} split{fold}: train {s['train']:,}  validation {s['validation']:,}  test {s['test']:,}"
+                   f"  (cold rows: validation user {s['validation_cold_user_rows']}, item "
+                   f"{s['validation_cold_item_rows']}; test user {s['test_cold_user_rows']}, item {s['test_cold_item_rows']})")
+
+
+@data.command("split")
+@click.argument("dataset")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True,
+              help="Folder for train.tsv, validation.tsv, test.tsv (fold-J/ subfolders for kfold).")
+@data_options_no_dataset
+@split_options
+@input_errors
+def split_command(dataset, out_dir, **kw):
+    """Write the split of DATASET to files (u.data layout: user, item, rating, timestamp) for other tools."""
+    from pipeline import experiment
+    from pipeline.data import write_udata
+    kw["dataset"] = dataset
+    _, splits = experiment.load_splits(_data_config(kw), progress=DownloadProgress())
+    for s in splits:
+        folder = Path(out_dir) / (f"fold-{s.fold}" if s.fold is not None else "")
+        for part in ("train", "validation", "test"):
+            write_udata(getattr(s, part), folder / f"{part}.tsv")
+        click.echo(f"wrote {folder}: train {len(s.train):,}, validation {len(s.validation):,}, test {len(s.test):,}")
 
 
 @cli.command()

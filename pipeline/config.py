@@ -35,9 +35,28 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class DataConfig:
+    """Where the ratings come from and how they are split (see ``pipeline.data``)."""
+
     dataset: str = "synthetic"
     fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
     seed: int = 0
+    method: str = "random"           # random | user | temporal | kfold
+    last_k: int | None = None        # user split: the last k per user by time
+    cutoff: int | None = None        # temporal split: test = timestamp >= cutoff
+    folds: int = 5                   # kfold
+    min_user_ratings: int = 0
+    min_item_ratings: int = 0
+    train_file: str | None = None    # a predefined split (u1.base / u1.test ...)
+    validation_file: str | None = None
+    test_file: str | None = None
+    format: str | None = None
+    user_col: str | None = None
+    item_col: str | None = None
+    rating_col: str | None = None
+    time_col: str | None = None
+    rating_scale: tuple[float, float] | None = None
+    duplicates: str = "error"
+    data_dir: str = "data"
 
 
 @dataclass(frozen=True)

@@ -2,8 +2,9 @@
 
 ``compare`` is what ``make train`` runs: every optimizer from the same starting point on the
 same objective under the same stopping rule, the baselines beside them, one parent run with a
-child per method when a tracker is given. Nothing here prints; ``progress`` receives each
-iterate and the CLI decides what to show.
+child per method when a tracker is given. With k-fold splits each fold is a child run holding
+the optimizer runs of that fold, and the parent gets the mean and spread over folds. Nothing here
+prints; ``progress`` receives each iterate and the CLI decides what to show.
 """
 
 from __future__ import annotations
@@ -17,8 +18,9 @@ import numpy as np
 import pandas as pd
 
 from pipeline import evaluate, report
-from pipeline.config import RunConfig
-from pipeline.data import Ratings, Split, load_dataset, random_split
+from pipeline.config import DataConfig, RunConfig
+from pipeline.data import (ReadOptions, Ratings, Split, filter_min_counts, load_dataset, load_predefined,
+                           make_splits)
 from pipeline.objectives import BiasedMF
 from pipeline.objectives.check import check_derivatives
 from pipeline.optim import REGISTRY, OptimizeResult, minimize
@@ -42,12 +44,32 @@ class Comparison:
     parent_run_id: str | None = None
     child_run_ids: dict[str, str] = field(default_factory=dict)
     links: dict[str, str] = field(default_factory=dict)
+    folds: list["Comparison"] = field(default_factory=list)
 
 
-def prepare(cfg: RunConfig, ratings: Ratings | None = None) -> Prepared:
-    """Load (unless given), split and build the objective and starting point, all seeded."""
-    ratings = ratings if ratings is not None else load_dataset(cfg.data.dataset)
-    split = random_split(ratings, cfg.data.fractions, seed=cfg.data.seed)
+# -- data ---------------------------------------------------------------------------------------
+def read_options(d: DataConfig) -> ReadOptions:
+    return ReadOptions(format=d.format, user_col=d.user_col, item_col=d.item_col, rating_col=d.rating_col,
+                       time_col=d.time_col, rating_scale=d.rating_scale, duplicates=d.duplicates)
+
+
+def load_splits(d: DataConfig, ratings: Ratings | None = None, progress=None) -> tuple[Ratings, list[Split]]:
+    """The dataset and its split(s) as ``d`` describes (a predefined split wins over ``method``)."""
+    options = read_options(d)
+    if d.train_file or d.test_file:
+        if not (d.train_file and d.test_file):
+            from pipeline.data import DataError
+            raise DataError("a predefined split needs both --train and --test")
+        split = load_predefined(d.train_file, d.test_file, d.validation_file, options)
+        return split.train, [split]
+    if ratings is None:
+        ratings = load_dataset(d.dataset, options, d.data_dir, progress)
+    ratings = filter_min_counts(ratings, d.min_user_ratings, d.min_item_ratings)
+    splits = make_splits(ratings, d.method, d.fractions, d.seed, last_k=d.last_k, cutoff=d.cutoff, folds=d.folds)
+    return ratings, splits
+
+
+def prepare_split(split: Split, ratings: Ratings, cfg: RunConfig) -> Prepared:
     m = cfg.model
     objective = BiasedMF(split.train, rank=m.rank, reg=m.reg, reg_bias=m.reg_bias,
                          weighting=m.weighting, init_scale=m.init_scale)
@@ -55,19 +77,28 @@ def prepare(cfg: RunConfig, ratings: Ratings | None = None) -> Prepared:
     return Prepared(ratings, split, objective, x0)
 
 
+def prepare(cfg: RunConfig, ratings: Ratings | None = None) -> Prepared:
+    """The first (or only) split, its objective and starting point, all seeded."""
+    ratings, splits = load_splits(cfg.data, ratings)
+    return prepare_split(splits[0], ratings, cfg)
+
+
 def run_params(cfg: RunConfig, prepared: Prepared) -> dict:
     """The params every run of a comparison logs (write-once in MLflow)."""
     d = cfg.data
+    split = prepared.split
     return {
         "dataset": prepared.ratings.name, "dataset_source": prepared.ratings.source,
-        "split": "random", "split_fractions": ",".join(f"{f:g}" for f in d.fractions),
+        "split": split.method, "split_fractions": ",".join(f"{f:g}" for f in d.fractions),
         "split_seed": d.seed, "seed": cfg.seed, **asdict(cfg.model),
         "gtol": cfg.rule.gtol, "max_iter": cfg.rule.max_iter, "max_seconds": cfg.rule.max_seconds,
-        "n_params": prepared.objective.n_params, "n_train": len(prepared.split.train),
-        "n_val": len(prepared.split.validation), "n_test": len(prepared.split.test),
+        "n_params": prepared.objective.n_params, "n_train": len(split.train),
+        "n_val": len(split.validation), "n_test": len(split.test),
+        "min_user_ratings": d.min_user_ratings, "min_item_ratings": d.min_item_ratings,
     }
 
 
+# -- fitting -------------------------------------------------------------------------------------
 def fit(prepared: Prepared, name: str, cfg: RunConfig, listeners: tuple[Listener, ...] = ()) -> tuple[OptimizeResult, dict]:
     """One optimizer from ``prepared.x0``; returns the result and its final metrics."""
     obj, split = prepared.objective, prepared.split
@@ -107,69 +138,132 @@ def _row(name: str, metrics: dict, reason: str = "baseline") -> dict:
             "test_mae": metrics.get("test_mae")}
 
 
+_CURVE_KEYS = ("train_loss", "grad_norm", "rel_grad_norm", "val_rmse")
+
+
+def _compare_split(prepared: Prepared, cfg: RunConfig, tracker, parent_id: str | None,
+                   progress: Listener | None, params: dict) -> Comparison:
+    """Baselines and every optimizer on one split, as children of ``parent_id``."""
+    out = Comparison(pd.DataFrame(), {}, {}, prepared)
+    rows: list[dict] = []
+    for name, m in baselines(prepared, cfg).items():
+        out.metrics[name] = m
+        rows.append(_row(name, m))
+        if tracker:
+            with tracker.run(name, {**params, "optimizer": name}, parent_id, {"kind": "baseline"}) as rid:
+                tracker.log_metrics(rid, m)
+                out.child_run_ids[name] = rid
+    for name in cfg.optimizers:
+        listeners = tuple(l for l in (progress,) if l)
+        if tracker:
+            run_params_ = {**params, "optimizer": name, "gd_step": cfg.gd_step if name == "gd" else None}
+            with tracker.run(name, run_params_, parent_id, {"kind": "optimizer"}) as rid:
+                out.child_run_ids[name] = rid
+                res, m = fit(prepared, name, cfg, listeners + (tracker.curve_listener(rid),))
+                tracker.log_metrics(rid, {k: v for k, v in m.items() if k not in _CURVE_KEYS}, step=res.final.iteration)
+                tracker.set_tags(rid, {"stop_reason": res.reason, "stop_message": res.message})
+        else:
+            res, m = fit(prepared, name, cfg, listeners)
+        out.results[name], out.metrics[name] = res, m
+        rows.append(_row(name, m, res.reason))
+    out.table = report.comparison_table(rows)
+    return out
+
+
+def _log_split_artifacts(tracker, run_id: str, out: Comparison, cfg: RunConfig, title: str) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        fig = report.convergence_figure(out.results, Path(tmp) / "convergence.png", title=title)
+        table = Path(tmp) / "comparison.csv"
+        out.table.to_csv(table, index=False)
+        tracker.log_artifact(run_id, fig)
+        tracker.log_artifact(run_id, table)
+
+
 def compare(cfg: RunConfig, tracker=None, progress: Listener | None = None,
-            ratings: Ratings | None = None, on_start: Callable[[Prepared], None] | None = None) -> Comparison:
+            ratings: Ratings | None = None, on_start: Callable[[Prepared], None] | None = None,
+            download_progress=None) -> Comparison:
     """Run ``cfg.optimizers`` (and the baselines) and log them as one parent run with children."""
     unknown = [n for n in cfg.optimizers if n not in REGISTRY]
     if unknown:
         raise KeyError(f"unknown optimizer(s) {', '.join(unknown)}; choose from {', '.join(REGISTRY)}")
-    prepared = prepare(cfg, ratings)
+    ratings, splits = load_splits(cfg.data, ratings, download_progress)
+    prepared = [prepare_split(s, ratings, cfg) for s in splits]
     if on_start:
-        on_start(prepared)
-    params = run_params(cfg, prepared)
-    results: dict[str, OptimizeResult] = {}
-    metrics: dict[str, dict] = {}
-    rows: list[dict] = []
-    base = baselines(prepared, cfg)
-    out = Comparison(pd.DataFrame(), results, metrics, prepared)
+        on_start(prepared[0])
+    title = f"{ratings.name}: rank {cfg.model.rank}, reg {cfg.model.reg:g}, gtol {cfg.rule.gtol:g}"
+    kfold = len(prepared) > 1
 
-    def run_all(parent_id: str | None) -> None:
-        for name, m in base.items():
-            metrics[name] = m
-            rows.append(_row(name, m))
+    def run_all(parent_id: str | None) -> Comparison:
+        if not kfold:
+            out = _compare_split(prepared[0], cfg, tracker, parent_id, progress, run_params(cfg, prepared[0]))
             if tracker:
-                with tracker.run(name, {**params, "optimizer": name}, parent_id, {"kind": "baseline"}) as rid:
-                    tracker.log_metrics(rid, m)
-                    out.child_run_ids[name] = rid
-        for name in cfg.optimizers:
-            listeners = tuple(l for l in (progress,) if l)
+                _log_split_artifacts(tracker, parent_id, out, cfg, title)
+            return out
+        folds = []
+        for j, prep in enumerate(prepared):
+            params = {**run_params(cfg, prep), "fold": j}
             if tracker:
-                with tracker.run(name, {**params, "optimizer": name, "gd_step": cfg.gd_step if name == "gd" else None},
-                                 parent_id, {"kind": "optimizer"}) as rid:
-                    out.child_run_ids[name] = rid
-                    res, m = fit(prepared, name, cfg, listeners + (tracker.curve_listener(rid),))
-                    tracker.log_metrics(rid, {k: v for k, v in m.items() if k not in ("train_loss", "grad_norm", "rel_grad_norm", "val_rmse")}, step=res.final.iteration)
-                    tracker.set_tags(rid, {"stop_reason": res.reason, "stop_message": res.message})
+                with tracker.run(f"fold-{j}", params, parent_id, {"kind": "fold"}) as fold_id:
+                    fold_out = _compare_split(prep, cfg, tracker, fold_id, progress, params)
+                    _log_split_artifacts(tracker, fold_id, fold_out, cfg, f"{title}, fold {j}")
+                    fold_out.parent_run_id = fold_id
             else:
-                res, m = fit(prepared, name, cfg, listeners)
-            results[name], metrics[name] = res, m
-            rows.append(_row(name, m, res.reason))
-        out.table = report.comparison_table(rows)
+                fold_out = _compare_split(prep, cfg, tracker, None, progress, params)
+            folds.append(fold_out)
+        out = Comparison(fold_table(folds), folds[0].results, aggregate_metrics(folds), prepared[0], folds=folds)
+        if tracker:
+            _log_split_artifacts(tracker, parent_id, Comparison(out.table, folds[0].results, {}, prepared[0]), cfg,
+                                 f"{title}, fold 0")
+        return out
 
     if tracker is None:
-        run_all(None)
-        return out
-    tracker.use_experiment(prepared.ratings.name)
-    with tracker.run(f"compare-{'-'.join(cfg.optimizers)}", {**params, "optimizers": ",".join(cfg.optimizers)},
-                     tags={"kind": "comparison"}) as parent_id:
+        return run_all(None)
+    tracker.use_experiment(ratings.name)
+    parent_params = {**run_params(cfg, prepared[0]), "optimizers": ",".join(cfg.optimizers),
+                     "folds": len(prepared) if kfold else None}
+    with tracker.run(f"compare-{'-'.join(cfg.optimizers)}", parent_params, tags={"kind": "comparison"}) as parent_id:
+        tracker.log_dataset(parent_id, _ratings_frame(prepared[0].split.train), ratings.name, ratings.source, "training")
+        out = run_all(parent_id)
         out.parent_run_id = parent_id
-        tracker.log_dataset(parent_id, _ratings_frame(prepared.split.train), prepared.ratings.name,
-                            prepared.ratings.source, "training")
-        run_all(parent_id)
-        best = min(cfg.optimizers, key=lambda n: metrics[n]["val_rmse"])
-        tracker.log_metrics(parent_id, {"best_val_rmse": metrics[best]["val_rmse"],
-                                        "best_test_rmse": metrics[best]["test_rmse"]})
-        tracker.set_tags(parent_id, {"best_optimizer": best, **split_tags(prepared.split)})
-        with tempfile.TemporaryDirectory() as tmp:
-            fig = report.convergence_figure(results, Path(tmp) / "convergence.png",
-                                            title=f"{prepared.ratings.name}: rank {cfg.model.rank}, "
-                                                  f"reg {cfg.model.reg:g}, gtol {cfg.rule.gtol:g}")
-            table = Path(tmp) / "comparison.csv"
-            out.table.to_csv(table, index=False)
-            tracker.log_artifact(parent_id, fig)
-            tracker.log_artifact(parent_id, table)
-    out.links = tracker.links(list(out.child_run_ids.values()))
+        if kfold:
+            tracker.log_metrics(parent_id, out.metrics["_flat"])
+            best = min(cfg.optimizers, key=lambda n: out.metrics[n]["val_rmse_mean"])
+            tracker.set_tags(parent_id, {"best_optimizer": best})
+        else:
+            best = min(cfg.optimizers, key=lambda n: out.metrics[n]["val_rmse"])
+            tracker.log_metrics(parent_id, {"best_val_rmse": out.metrics[best]["val_rmse"],
+                                            "best_test_rmse": out.metrics[best]["test_rmse"]})
+            tracker.set_tags(parent_id, {"best_optimizer": best, **split_tags(prepared[0].split)})
+    child_ids = [rid for f in (out.folds or [out]) for rid in f.child_run_ids.values()]
+    out.links = tracker.links(child_ids)
     return out
+
+
+def aggregate_metrics(folds: list[Comparison]) -> dict:
+    """Mean and standard deviation over folds of every metric, per method."""
+    out: dict = {"_flat": {}}
+    for name in folds[0].metrics:
+        per = pd.DataFrame([f.metrics[name] for f in folds])
+        out[name] = {}
+        for col in per.columns:
+            out[name][f"{col}_mean"] = float(per[col].mean())
+            out[name][f"{col}_std"] = float(per[col].std(ddof=1))
+        for col in ("val_rmse", "test_rmse", "test_mae", "fit_seconds"):
+            if col in per:
+                out["_flat"][f"{name}_{col}_mean"] = float(per[col].mean())
+                out["_flat"][f"{name}_{col}_std"] = float(per[col].std(ddof=1))
+    return out
+
+
+def fold_table(folds: list[Comparison]) -> pd.DataFrame:
+    """Mean over folds of each numeric column; ``test_rmse_std`` the spread; reasons joined."""
+    tables = pd.concat([f.table.assign(fold=j) for j, f in enumerate(folds)])
+    numeric = [c for c in tables.columns if c not in ("optimizer", "reason", "fold")]
+    grouped = tables.groupby("optimizer", sort=False)
+    mean = grouped[numeric].mean(numeric_only=True)
+    mean["test_rmse_std"] = grouped["test_rmse"].std(ddof=1)
+    mean["reason"] = grouped["reason"].agg(lambda r: ",".join(sorted(set(r))))
+    return report.comparison_table(mean.reset_index().to_dict("records"))
 
 
 def split_tags(split: Split) -> dict:
@@ -185,7 +279,7 @@ def _ratings_frame(r: Ratings) -> pd.DataFrame:
 
 def check_grad(cfg: RunConfig, n_directions: int = 3, ratings: Ratings | None = None) -> dict[str, float]:
     """Relative errors of the gradient and the Hessian-vector product against central finite
-    differences, at the starting point and at a point along the way to a minimum."""
+    differences, at the starting point and at a random point."""
     prepared = prepare(cfg, ratings)
     rng = np.random.default_rng(cfg.seed + 1)
     obj = prepared.objective
@@ -195,3 +289,20 @@ def check_grad(cfg: RunConfig, n_directions: int = 3, ratings: Ratings | None = 
         for k, v in check_derivatives(obj, x, rng, n_directions).items():
             out[f"{label}_{k}"] = v
     return out
+
+
+def describe(cfg: RunConfig, progress=None) -> dict:
+    """Shape, density, rating histogram, count quantiles, and what each split part would hold."""
+    ratings, splits = load_splits(cfg.data, progress=progress)
+    d = ratings.describe()
+    values, counts = np.unique(ratings.ratings, return_counts=True)
+    d["histogram"] = {f"{v:g}": int(c) for v, c in zip(values, counts)}
+    q = [0.0, 0.1, 0.25, 0.5, 0.75, 0.9, 1.0]
+    per_user = np.bincount(ratings.users, minlength=ratings.n_users)
+    per_item = np.bincount(ratings.items, minlength=ratings.n_items)
+    d["per_user_quantiles"] = dict(zip(map(str, q), np.quantile(per_user, q).tolist()))
+    d["per_item_quantiles"] = dict(zip(map(str, q), np.quantile(per_item, q).tolist()))
+    d["has_timestamps"] = ratings.timestamps is not None
+    d["splits"] = [{"method": s.method, "fold": s.fold, "train": len(s.train), "validation": len(s.validation),
+                    "test": len(s.test), **s.cold_counts()} for s in splits]
+    return d

@@ -81,7 +81,7 @@ def test_config_file_supplies_defaults_and_flags_win(tmp_path, runner, small_fil
     (["compare", "--rank", "0"], "0 is not in the range x>=1"),
     (["compare", "--reg", "-0.1"], "-0.1 is not in the range x>=0"),
     (["compare", "--reg-bias", "-1"], "-1.0 is not in the range x>=0"),
-    (["compare", "--split", "0.5,0.5"], "expected three non-negative fractions"),
+    (["compare", "--fractions", "0.5,0.5"], "expected three non-negative fractions"),
     (["--config", "/nonexistent.toml", "compare"], "cannot read config"),
 ])
 def test_bad_input_is_one_line_and_exit_2(runner, args, message):
@@ -133,3 +133,84 @@ def test_default_comparison_newton_cg_reaches_the_shared_tolerance(runner):
     row = next(line for line in res.stdout.splitlines() if line.startswith("newton-cg")).split()
     assert row[-1] == "converged"
     assert float(row[8]) < 0.86  # validation RMSE well below the biases-only baseline (~0.92)
+
+
+from tests.test_readers import BAD  # noqa: E402
+
+
+@pytest.mark.parametrize("name, make, message", BAD, ids=[b[0] + ":" + b[2][:20] for b in BAD])
+def test_bad_files_from_the_cli_exit_2_and_leave_no_run_open(tmp_path, runner, tracking_uri, monkeypatch,
+                                                             name, make, message):
+    monkeypatch.chdir(tmp_path)
+    p = tmp_path / name
+    make(p)
+    res = runner.invoke(cli, ["compare", "--dataset", str(p), "--quiet"])
+    assert res.exit_code == 2, res.output
+    lines = [line for line in res.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and message in lines[0] and "Traceback" not in res.output
+    from mlflow.tracking import MlflowClient
+    client = MlflowClient(tracking_uri)
+    exps = [e.experiment_id for e in client.search_experiments()]
+    assert not [r for r in client.search_runs(exps) if r.info.status == "RUNNING"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--fractions", "0,0.5,0.5"], "train > 0"),
+    (["--dataset", "ml-7k"], "no such file"),
+    (["--split", "user", "--last-k", "0"], "0 is not in the range x>=1"),
+    (["--folds", "1", "--split", "kfold"], "1 is not in the range x>=2"),
+    (["--rating-scale", "5,1"], "the low end must be below the high end"),
+    (["--min-user-ratings", "100000"], "no rating is left"),
+    (["--train", "/nonexistent.base"], "needs both --train and --test"),
+])
+def test_bad_data_options_exit_2(runner, args, message):
+    res = runner.invoke(cli, ["compare", "--no-tracking", "--quiet", *args])
+    assert res.exit_code == 2, res.output
+    assert message in res.stderr
+
+
+def test_kfold_compare_logs_folds_with_mean_and_spread(tmp_path, runner, small_file, tracking_uri, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    res = runner.invoke(cli, ["compare", "--dataset", str(small_file), "--split", "kfold", "--folds", "3",
+                              "--rank", "2", "--max-iter", "30", "--optimizers", "lbfgs", "--quiet"])
+    assert res.exit_code == 0, res.output
+    assert "mean over 3 folds" in res.stdout and "test_rmse_std" in res.stdout
+    from mlflow.tracking import MlflowClient
+    client = MlflowClient(tracking_uri)
+    exp = client.get_experiment_by_name("small")
+    runs = client.search_runs([exp.experiment_id])
+    parent = next(r for r in runs if r.data.tags.get("kind") == "comparison")
+    folds = [r for r in runs if r.data.tags.get("kind") == "fold"]
+    assert len(folds) == 3 and all(f.data.tags["mlflow.parentRunId"] == parent.info.run_id for f in folds)
+    fold_ids = {f.info.run_id for f in folds}
+    lbfgs_runs = [r for r in runs if r.info.run_name == "lbfgs"]
+    assert len(lbfgs_runs) == 3 and {r.data.tags["mlflow.parentRunId"] for r in lbfgs_runs} == fold_ids
+    per_fold = [r.data.metrics["test_rmse"] for r in lbfgs_runs]
+    assert parent.data.metrics["lbfgs_test_rmse_mean"] == pytest.approx(sum(per_fold) / 3)
+    assert parent.data.metrics["lbfgs_test_rmse_std"] > 0
+
+
+def test_predefined_split_from_the_cli(tmp_path, runner):
+    from tests.test_readers import ROWS, udata_text
+    (tmp_path / "u1.base").write_text(udata_text(ROWS[:4]) + "".join(f"{u}\t{i}\t3\t1\n" for u in range(5, 20) for i in range(40, 50)))
+    (tmp_path / "u1.test").write_text(udata_text(ROWS[4:]))
+    res = runner.invoke(cli, ["train", "--train", str(tmp_path / "u1.base"), "--test", str(tmp_path / "u1.test"),
+                              "--optimizer", "lbfgs", "--rank", "2", "--no-tracking", "--quiet", "--max-iter", "20"])
+    assert res.exit_code == 0, res.output
+    assert "split 154/0/1" in res.stderr
+
+
+def test_data_split_writes_files_other_tools_can_read(tmp_path, runner, small_file):
+    out = tmp_path / "split"
+    res = runner.invoke(cli, ["data", "split", str(small_file), "--out", str(out), "--split", "temporal"])
+    assert res.exit_code == 0, res.output
+    from pipeline.data import ReadOptions, read_ratings
+    sizes = [len(read_ratings(out / f"{p}.tsv", ReadOptions(format="udata"))) for p in ("train", "validation", "test")]
+    assert sum(sizes) == 1200
+
+
+def test_data_describe(runner, small_file):
+    res = runner.invoke(cli, ["data", "describe", str(small_file), "--split", "user", "--last-k", "2"])
+    assert res.exit_code == 0, res.output
+    assert "1,200 ratings, 60 users" in res.stdout and "ratings per user: q0" in res.stdout
+    assert "user split: train" in res.stdout

@@ -59,12 +59,12 @@ def test_ids_are_mapped_in_numeric_order(tmp_path):
     ("1\t2\t4\t100\n1\t3\tnan\t100\n", "line 2: rating 'nan' is not a finite number"),
     ("1\t2\t4\t100\n1\t3\t9\t100\n", "line 2: rating 9 is outside the scale 1..5"),
     ("1\t2\t4\t100\n1\t2\t3\t101\n", "1 duplicate (user, item) pairs, e.g. user 1 item 2"),
-    ("1\t2\t4\t100\n1,3,4,100\n", "line 2: expected 4 tab-separated fields"),
+    ("1\t2\t4\t100\n1,3,4,100\n", "line 2: expected 4 tab-separated fields, found 1; the line looks comma-separated"),
     ("1\t2\t4\t100\t7\n", "line 1: expected 4 tab-separated fields (user, item, rating, timestamp), found 5"),
-    ("1\t2\t4\t100\n1\t3\t4\t100\t7\n", "line 2: expected 4 tab-separated fields (user, item, rating, timestamp), found 5"),
+    ("1\t2\t4\t100\n1\t3\t4\t100\t7\n", "line 2: expected 4 fields, found 5"),
     ("1\t2\t4\n", "found 3"),
-    ("1\t2\t4\t100\n1\t3\t4\n", "line 2: expected 4 tab-separated fields"),
-    ("1\t\t4\t100\n", "line 1: expected 4 tab-separated fields"),
+    ("1\t2\t4\t100\n1\t3\t4\n", "line 2: expected 4 tab-separated fields, found 3"),
+    ("1\t\t4\t100\n", "line 1: the item field is empty"),
 ])
 def test_bad_udata_gives_a_specific_error(tmp_path, content, message):
     p = tmp_path / "u.data"

@@ -4,19 +4,58 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 from pipeline.data.files import read_udata, write_udata
+from pipeline.data.movielens import CATALOG, fetch
 from pipeline.data.ratings import DataError, Ratings, from_raw
-from pipeline.data.split import Split, random_split
+from pipeline.data.readers import FORMATS, ReadOptions, read_ratings
+from pipeline.data.split import (METHODS, Split, filter_min_counts, kfold_splits, make_splits, random_split,
+                                 temporal_split, user_split)
 from pipeline.data.synthetic import SyntheticSpec, generate
 
 __all__ = [
-    "DataError", "Ratings", "Split", "SyntheticSpec", "from_raw", "generate",
-    "load_dataset", "random_split", "read_udata", "write_udata",
+    "CATALOG", "DataError", "FORMATS", "METHODS", "Ratings", "ReadOptions", "Split", "SyntheticSpec",
+    "fetch", "filter_min_counts", "from_raw", "generate", "kfold_splits", "load_dataset", "load_predefined",
+    "make_splits", "random_split", "read_ratings", "read_udata", "temporal_split", "user_split", "write_udata",
 ]
 
 
-def load_dataset(name_or_path: str, synthetic: SyntheticSpec | None = None) -> Ratings:
-    """``"synthetic"`` (the embedded generator) or the path of a ``u.data``-style file."""
-    if name_or_path == "synthetic":
+def load_dataset(source: str, options: ReadOptions = ReadOptions(), data_dir: str | Path = "data",
+                 progress=None, synthetic: SyntheticSpec | None = None) -> Ratings:
+    """``"synthetic"`` (the embedded generator), a MovieLens name (fetched on first use into
+    ``data_dir``), or the path of a ratings file or archive."""
+    if source == "synthetic":
         return generate(synthetic or SyntheticSpec())
-    return read_udata(Path(name_or_path))
+    if source in CATALOG:
+        path = fetch(source, data_dir, progress)
+        r = read_ratings(path, options)
+        return Ratings(**{**r.__dict__, "name": source})
+    return read_ratings(Path(source), options)
+
+
+def load_predefined(train: str, test: str, validation: str | None = None,
+                    options: ReadOptions = ReadOptions()) -> Split:
+    """A split the user already has (MovieLens 100K ``u1.base``/``u1.test`` ...), on one vocabulary.
+
+    A (user, item) pair in more than one part is an error (it would leak the answer).
+    """
+    parts = [read_ratings(Path(p), options) for p in (train, validation, test) if p]
+    raw_u = np.concatenate([r.user_ids[r.users] for r in parts])
+    raw_i = np.concatenate([r.item_ids[r.items] for r in parts])
+    rating = np.concatenate([r.ratings for r in parts])
+    stamps = None if any(r.timestamps is None for r in parts) else np.concatenate([r.timestamps for r in parts])
+    lo = min(r.rating_scale[0] for r in parts)
+    hi = max(r.rating_scale[1] for r in parts)
+    try:
+        whole = from_raw(raw_u, raw_i, rating, stamps, rating_scale=options.rating_scale or (lo, hi),
+                         name=parts[0].name, source=f"{train} + {test}")
+    except DataError as exc:
+        if "duplicate" in str(exc):
+            raise DataError(f"the predefined split files share (user, item) pairs: {str(exc).split(': ', 1)[1]}") from None
+        raise
+    bounds = np.cumsum([0] + [len(r) for r in parts])
+    idx = [np.arange(bounds[j], bounds[j + 1]) for j in range(len(parts))]
+    train_idx, test_idx = idx[0], idx[-1]
+    val_idx = idx[1] if validation else np.array([], dtype=np.int64)
+    return Split(whole.subset(train_idx), whole.subset(val_idx), whole.subset(test_idx), seed=0, method="predefined")

@@ -1,0 +1,317 @@
+"""Ratings files in, validated ``Ratings`` out: MovieLens layouts, CSV / TSV / Parquet, zip archives.
+
+Formats (``--format``; detected from the name, then the content, when not given):
+
+==========  ===========================================================================
+``udata``   tab-separated ``user item rating timestamp``, no header (MovieLens 100K ``u.data``,
+            ``u1.base`` ... ``ub.test``; also what ``recsys data synth`` writes)
+``dat``     ``user::item::rating::timestamp``, no header (MovieLens 1M and 10M ``ratings.dat``)
+``csv``     comma-separated with a header (MovieLens latest / 25M / 32M ``ratings.csv``, your exports)
+``tsv``     tab-separated with a header
+``parquet`` a Parquet table
+``zip``     an archive; the ratings file inside is found by the MovieLens layout
+            (``*/u.data``, ``*/ratings.dat``, ``*/ratings.csv``)
+==========  ===========================================================================
+
+Text files may be gzip-compressed (``.gz``). Columns of files with a header are found by name
+(``userId``/``user``/``user_id``, ``movieId``/``itemId``/``item``/``item_id``, ``rating``,
+``timestamp``/``time``) or given with ``user_col`` etc. Everything is read by pandas' C parser;
+validation is vectorized. Every problem is a :class:`DataError` naming the file and, where it can,
+the line or column.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import os
+import re
+import zipfile
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from pipeline.data.ratings import DataError, Ratings, from_raw
+
+FORMATS = ("udata", "dat", "csv", "tsv", "parquet", "zip")
+NO_HEADER_COLUMNS = ["user", "item", "rating", "timestamp"]
+CANDIDATES = {
+    "user": ("userid", "user_id", "user", "uid", "userId"),
+    "item": ("movieid", "itemid", "item_id", "item", "movie_id", "iid", "movie"),
+    "rating": ("rating", "ratings", "score", "stars"),
+    "timestamp": ("timestamp", "time", "ts", "date", "datetime"),
+}
+ARCHIVE_MEMBERS = (("u.data", "udata"), ("ratings.dat", "dat"), ("ratings.csv", "csv"))
+MOVIELENS_SCALES = {"udata": (1.0, 5.0), "dat": None}  # 10M uses half stars: infer for .dat
+
+
+@dataclass(frozen=True)
+class ReadOptions:
+    """How to read one ratings file (the CLI's data options)."""
+
+    format: str | None = None
+    user_col: str | None = None
+    item_col: str | None = None
+    rating_col: str | None = None
+    time_col: str | None = None
+    rating_scale: tuple[float, float] | None = None
+    duplicates: str = "error"  # or "last": keep the latest rating of a (user, item) pair
+
+    def __post_init__(self) -> None:
+        if self.format is not None and self.format not in FORMATS:
+            raise DataError(f"unknown format {self.format!r}; choose from {', '.join(FORMATS)}")
+        if self.duplicates not in ("error", "last"):
+            raise DataError(f"duplicates must be 'error' or 'last', got {self.duplicates!r}")
+
+
+def dataset_name(path: Path) -> str:
+    """A short name for the experiment: ``ml-100k/u.data`` -> ``ml-100k``, ``ml-1m.zip`` -> ``ml-1m``."""
+    path = Path(path)
+    name = path.name
+    for suffix in (".gz", ".zip", ".parquet", ".pq"):
+        if name.endswith(suffix):
+            name = name[: -len(suffix)]
+    if name in {"u.data", "ratings.csv", "ratings.dat"} and path.parent.name:
+        return path.parent.name
+    return Path(name).stem if "." in name else name
+
+
+def check_path(path: Path) -> None:
+    if not path.exists():
+        raise DataError(f"{path}: no such file")
+    if path.is_dir():
+        raise DataError(f"{path}: is a directory, expected a ratings file")
+    if not os.access(path, os.R_OK):
+        raise DataError(f"{path}: not readable (permission denied)")
+    if path.stat().st_size == 0:
+        raise DataError(f"{path}: file is empty")
+
+
+def detect_format(path: Path, head: bytes) -> str:
+    """From the file name, then from the first bytes."""
+    name = path.name.lower()
+    if name.endswith(".gz"):
+        name = name[:-3]
+    if name.endswith(".zip") or head.startswith(b"PK\x03\x04"):
+        return "zip"
+    if name.endswith((".parquet", ".pq")) or head.startswith(b"PAR1"):
+        return "parquet"
+    if name == "u.data" or re.fullmatch(r"u\d?\.(base|test)|u[ab]\.(base|test)", name):
+        return "udata"
+    if name.endswith(".dat"):
+        return "dat"
+    if name.endswith(".csv"):
+        return "csv"
+    if name.endswith(".tsv"):
+        return "tsv"
+    first = head.split(b"\n", 1)[0].decode("utf-8", "replace")
+    if "::" in first:
+        return "dat"
+    if "\t" in first:
+        fields = first.rstrip("\r").split("\t")
+        return "udata" if all(re.fullmatch(r"-?[\d.]+", f.strip()) for f in fields) else "tsv"
+    return "csv"
+
+
+def _head(path: Path) -> bytes:
+    with open(path, "rb") as fh:
+        head = fh.read(8192)
+    if head[:2] == b"\x1f\x8b":
+        try:
+            with gzip.open(path, "rb") as fh:
+                head = fh.read(8192)
+        except (OSError, EOFError, zlib.error) as exc:
+            raise DataError(f"{path}: truncated or corrupt gzip ({exc})") from None
+    return head
+
+
+def read_ratings(path: str | os.PathLike, options: ReadOptions = ReadOptions()) -> Ratings:
+    """Read and validate the ratings in ``path`` (see the module docstring)."""
+    path = Path(path)
+    check_path(path)
+    head = _head(path)
+    fmt = options.format or detect_format(path, head)
+    if fmt == "zip":
+        return _read_zip(path, options)
+    if fmt != "parquet" and b"\x00" in head:
+        raise DataError(f"{path}: looks binary, not a text ratings file (use --format if it is Parquet)")
+    frame = _read_frame(path, fmt, options, label=str(path))
+    return _to_ratings(frame, fmt, options, label=str(path), name=dataset_name(path))
+
+
+def _read_zip(path: Path, options: ReadOptions) -> Ratings:
+    try:
+        with zipfile.ZipFile(path) as zf:
+            names = [n for n in zf.namelist() if not n.endswith("/")]
+            for member_name, fmt in ARCHIVE_MEMBERS:
+                found = sorted((n for n in names if n.split("/")[-1] == member_name), key=len)
+                if found:
+                    member = found[0]
+                    label = f"{path}!{member}"
+                    with zf.open(member) as fh:
+                        data = fh.read()  # reads the whole member: a CRC error shows up here
+                    frame = _read_frame(io.BytesIO(data), options.format if options.format not in (None, "zip") else fmt,
+                                        options, label=label)
+                    top = member.split("/")[0] if "/" in member else dataset_name(path)
+                    return _to_ratings(frame, fmt, options, label=label, name=top)
+    except (zipfile.BadZipFile, EOFError, zlib.error) as exc:
+        raise DataError(f"{path}: truncated or corrupt zip archive ({exc})") from None
+    shown = ", ".join(names[:8]) + (" ..." if len(names) > 8 else "")
+    raise DataError(f"{path}: no ratings file in the archive (looked for u.data, ratings.dat, ratings.csv; "
+                    f"it holds: {shown or 'nothing'})")
+
+
+def _read_frame(source, fmt: str, options: ReadOptions, label: str) -> pd.DataFrame:
+    """The raw table, every column as text (validation converts)."""
+    common = dict(dtype=str, keep_default_na=False, on_bad_lines="error", engine="c")
+    try:
+        if fmt == "parquet":
+            frame = pd.read_parquet(source)
+            return frame.astype({c: str for c in frame.columns if frame[c].dtype == object})
+        if fmt == "udata":
+            frame = pd.read_csv(source, sep="\t", header=None, **common)
+            return _fixed_columns(frame, 4, "tab", label)
+        if fmt == "dat":
+            # '::' split on ':' gives user, '', item, '', rating, '', timestamp: keeps the C parser
+            frame = pd.read_csv(source, sep=":", header=None, **common)
+            if frame.shape[1] == 7 and (frame[[1, 3, 5]] == "").all().all():
+                frame = frame[[0, 2, 4, 6]].set_axis(range(4), axis=1)
+            else:
+                raise DataError(f"{label}, line 1: expected user::item::rating::timestamp")
+            return _fixed_columns(frame, 4, "'::'", label)
+        sep = "\t" if fmt == "tsv" else ","
+        frame = pd.read_csv(source, sep=sep, header=0, **common)
+        if frame.empty:
+            raise DataError(f"{label}: header only, no ratings")
+        if frame.shape[1] == 1:
+            raise DataError(f"{label}: one column only ({frame.columns[0]!r}): wrong delimiter? "
+                            f"expected {'tabs' if sep == chr(9) else 'commas'}; use --format")
+        return frame
+    except pd.errors.EmptyDataError:
+        raise DataError(f"{label}: no ratings (empty)") from None
+    except pd.errors.ParserError as exc:
+        found = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", str(exc))
+        if found:
+            raise DataError(f"{label}, line {found.group(2)}: expected {found.group(1)} fields, found {found.group(3)}") from None
+        raise DataError(f"{label}: cannot parse ({str(exc).strip().splitlines()[0]})") from None
+    except UnicodeDecodeError:
+        raise DataError(f"{label}: not a text file (cannot decode as UTF-8)") from None
+    except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
+        raise DataError(f"{label}: truncated or corrupt compressed file ({exc})") from None
+    except (OSError, ValueError) as exc:  # pyarrow errors on a bad Parquet file are among these
+        if isinstance(exc, DataError):
+            raise
+        raise DataError(f"{label}: cannot read ({str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__})") from None
+
+
+def _delimiter_hint(text: str) -> str:
+    for sep, sep_name in (("::", "'::'"), (",", "comma"), (";", "semicolon"), (" ", "space")):
+        if sep in text:
+            return f"; the line looks {sep_name}-separated: wrong delimiter? (--format)"
+    return ""
+
+
+def _fixed_columns(frame: pd.DataFrame, n: int, delimiter: str, label: str) -> pd.DataFrame:
+    if frame.shape[1] != n:
+        hint = _delimiter_hint(str(frame.iloc[0, 0])) if frame.shape[1] == 1 and len(frame) else ""
+        raise DataError(f"{label}, line 1: expected {n} {delimiter}-separated fields "
+                        f"(user, item, rating, timestamp), found {frame.shape[1]}{hint}")
+    frame = frame.set_axis(NO_HEADER_COLUMNS, axis=1)
+    empty = (frame.isna() | frame.eq("")).to_numpy()
+    if empty.any():
+        row, col = (int(a[0]) for a in np.nonzero(empty))
+        filled = int((~empty[row]).sum())
+        if filled < n and all(empty[row, filled:]):
+            raise DataError(f"{label}, line {row + 1}: expected {n} {delimiter}-separated fields, found {filled}"
+                            + _delimiter_hint(str(frame.iloc[row, 0])))
+        raise DataError(f"{label}, line {row + 1}: the {NO_HEADER_COLUMNS[col]} field is empty")
+    return frame
+
+
+def _pick(frame: pd.DataFrame, role: str, given: str | None, label: str, required: bool) -> str | None:
+    cols = list(frame.columns)
+    if given:
+        if given not in cols:
+            raise DataError(f"{label}: no column {given!r} (columns: {', '.join(map(str, cols))})")
+        return given
+    lower = {str(c).lower(): c for c in cols}
+    for cand in CANDIDATES[role]:
+        if cand.lower() in lower:
+            return lower[cand.lower()]
+    if required:
+        raise DataError(f"{label}: no {role} column (looked for {', '.join(CANDIDATES[role][:4])}; "
+                        f"columns: {', '.join(map(str, cols))}); name it with --{role}-col")
+    return None
+
+
+def _to_ratings(frame: pd.DataFrame, fmt: str, options: ReadOptions, label: str, name: str) -> Ratings:
+    header = fmt in ("csv", "tsv", "parquet")
+    if header:
+        cols = {role: _pick(frame, role, getattr(options, f"{role}_col" if role != "timestamp" else "time_col"),
+                            label, required=role != "timestamp")
+                for role in ("user", "item", "rating", "timestamp")}
+    else:
+        cols = {role: role for role in ("user", "item", "rating", "timestamp")}
+    line0 = 2 if fmt in ("csv", "tsv") else 1  # file line of row 0
+
+    def where(row: int) -> str:
+        return f"{label}, line {row + line0}" if fmt != "parquet" else f"{label}, row {row + 1}"
+
+    for role in ("user", "item"):
+        col = frame[cols[role]]
+        missing = col.isna() | (col.astype(str).str.strip() == "")
+        if missing.any():
+            raise DataError(f"{where(int(np.flatnonzero(missing.to_numpy())[0]))}: missing {role} id")
+    raw_rating = frame[cols["rating"]]
+    rating = pd.to_numeric(raw_rating, errors="coerce").to_numpy(dtype=np.float64)
+    bad = ~np.isfinite(rating)
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        raise DataError(f"{where(row)}: rating {raw_rating.iloc[row]!r} is not a finite number")
+    timestamps = None
+    if cols["timestamp"] is not None:
+        raw_t = frame[cols["timestamp"]]
+        t = pd.to_numeric(raw_t, errors="coerce")
+        if t.isna().any():
+            parsed = pd.to_datetime(raw_t, errors="coerce", utc=True)
+            if parsed.isna().any():
+                row = int(np.flatnonzero((t.isna() & parsed.isna()).to_numpy())[0])
+                raise DataError(f"{where(row)}: timestamp {raw_t.iloc[row]!r} is neither a number nor a date")
+            t = pd.Series((parsed - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(seconds=1))
+        timestamps = t.to_numpy(dtype=np.int64)
+    users = _ids(frame[cols["user"]])
+    items = _ids(frame[cols["item"]])
+    scale = options.rating_scale or MOVIELENS_SCALES.get(fmt)
+    if scale is not None:
+        lo, hi = scale
+        outside = (rating < lo) | (rating > hi)
+        if outside.any():
+            row = int(np.flatnonzero(outside)[0])
+            raise DataError(f"{where(row)}: rating {rating[row]:g} is outside the scale {lo:g}..{hi:g}"
+                            + ("" if options.rating_scale else " (set --rating-scale)"))
+    if options.duplicates == "last":
+        users, items, rating, timestamps = _keep_last(users, items, rating, timestamps)
+    return from_raw(users, items, rating, timestamps, rating_scale=scale, name=name, source=label)
+
+
+def _ids(column: pd.Series) -> np.ndarray:
+    """Integer ids stay integers (sorted numerically); anything else is a stripped string."""
+    if column.dtype.kind in "iu":
+        return column.to_numpy(dtype=np.int64)
+    text = column.astype(str).str.strip()
+    numeric = pd.to_numeric(text, errors="coerce")
+    if not numeric.isna().any() and (numeric == np.floor(numeric)).all() and numeric.abs().max() < 2**62:
+        return numeric.to_numpy(dtype=np.int64)
+    return text.to_numpy(dtype=str)
+
+
+def _keep_last(users, items, rating, timestamps):
+    """For duplicate (user, item) pairs keep the latest by timestamp (ties: the later row)."""
+    order = np.arange(len(rating))
+    frame = pd.DataFrame({"u": users, "i": items, "t": timestamps if timestamps is not None else order, "o": order})
+    frame = frame.sort_values(["t", "o"], kind="stable").drop_duplicates(["u", "i"], keep="last").sort_values("o")
+    keep = frame["o"].to_numpy()
+    return users[keep], items[keep], rating[keep], None if timestamps is None else timestamps[keep]

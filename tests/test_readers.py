@@ -1,0 +1,198 @@
+"""Every format and archive layout, built in the test from a few rows; one test per bad input."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import zipfile
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipeline.data import DataError, ReadOptions, load_predefined, read_ratings
+
+ROWS = [(1, 10, 4, 881250949), (1, 20, 3, 881250950), (2, 10, 5, 881250951), (3, 30, 1, 881250952),
+        (2, 30, 2, 881250953)]
+
+
+def udata_text(rows=ROWS):
+    return "".join(f"{u}\t{i}\t{r}\t{t}\n" for u, i, r, t in rows)
+
+
+def dat_text(rows=ROWS):
+    return "".join(f"{u}::{i}::{r}::{t}\n" for u, i, r, t in rows)
+
+
+def csv_text(rows=ROWS):
+    return "userId,movieId,rating,timestamp\n" + "".join(f"{u},{i},{r}.0,{t}\n" for u, i, r, t in rows)
+
+
+def check_rows(r):
+    assert len(r) == len(ROWS)
+    got = sorted(zip(r.user_ids[r.users].tolist(), r.item_ids[r.items].tolist(), r.ratings.tolist()))
+    assert got == sorted((u, i, float(x)) for u, i, x, _ in ROWS)
+    assert sorted(r.timestamps.tolist()) == sorted(t for *_, t in ROWS)
+
+
+@pytest.mark.parametrize("name, text", [("u.data", udata_text()), ("u1.base", udata_text()),
+                                        ("ratings.dat", dat_text()), ("ratings.csv", csv_text())])
+def test_movielens_files_by_name(tmp_path, name, text):
+    p = tmp_path / name
+    p.write_text(text)
+    check_rows(read_ratings(p))
+
+
+@pytest.mark.parametrize("text", [udata_text(), dat_text(), csv_text()])
+def test_format_detected_from_content(tmp_path, text):
+    p = tmp_path / "ratings.txt"
+    p.write_text(text)
+    check_rows(read_ratings(p))
+
+
+@pytest.mark.parametrize("inner, member, text", [
+    ("ml-100k", "u.data", udata_text()), ("ml-1m", "ratings.dat", dat_text()),
+    ("ml-latest-small", "ratings.csv", csv_text()), ("ml-10M100K", "ratings.dat", dat_text())])
+def test_official_archive_layouts(tmp_path, inner, member, text):
+    p = tmp_path / f"{inner}.zip"
+    with zipfile.ZipFile(p, "w") as zf:
+        zf.writestr(f"{inner}/README", "readme")
+        zf.writestr(f"{inner}/u.item" if member == "u.data" else f"{inner}/movies.csv", "x")
+        zf.writestr(f"{inner}/{member}", text)
+    r = read_ratings(p)
+    check_rows(r)
+    assert r.name == inner
+
+
+def test_gzip_and_parquet(tmp_path):
+    gz = tmp_path / "ratings.csv.gz"
+    gz.write_bytes(gzip.compress(csv_text().encode()))
+    check_rows(read_ratings(gz))
+    pq = tmp_path / "mine.parquet"
+    pd.DataFrame(ROWS, columns=["who", "what", "stars", "when"]).to_parquet(pq)
+    r = read_ratings(pq, ReadOptions(user_col="who", item_col="what", rating_col="stars", time_col="when"))
+    check_rows(r)
+
+
+def test_own_csv_with_string_ids_mapping_and_scale(tmp_path):
+    p = tmp_path / "export.tsv"
+    p.write_text("customer\tproduct\tscore\n alice \tA-1\t0.5\nbob\tA-1\t5\nalice\tB-2\t3.5\n")
+    r = read_ratings(p, ReadOptions(user_col="customer", item_col="product", rating_col="score",
+                                    rating_scale=(0.5, 5.0)))
+    assert list(r.user_ids) == ["alice", "bob"] and list(r.item_ids) == ["A-1", "B-2"]
+    assert r.rating_scale == (0.5, 5.0) and r.timestamps is None
+
+
+def test_scale_inferred_for_own_files(tmp_path):
+    p = tmp_path / "x.csv"
+    p.write_text("user,item,rating\n1,1,0.5\n1,2,10\n")
+    assert read_ratings(p).rating_scale == (0.5, 10.0)
+
+
+def test_dates_as_timestamps(tmp_path):
+    p = tmp_path / "x.csv"
+    p.write_text("user,item,rating,date\n1,1,3,2020-01-01\n1,2,4,2020-01-02\n")
+    r = read_ratings(p)
+    assert r.timestamps[1] - r.timestamps[0] == 86400
+
+
+def test_duplicates_error_or_keep_last(tmp_path):
+    p = tmp_path / "u.data"
+    p.write_text("1\t1\t2\t300\n1\t1\t5\t100\n1\t2\t3\t200\n1\t1\t4\t200\n")
+    with pytest.raises(DataError, match=r"2 duplicate \(user, item\) pairs, e.g. user 1 item 1"):
+        read_ratings(p)
+    r = read_ratings(p, ReadOptions(duplicates="last"))
+    got = dict(zip(r.item_ids[r.items].tolist(), r.ratings.tolist()))
+    assert got == {1: 2.0, 2: 3.0}  # the latest (t=300) rating of (1, 1) is kept
+
+
+def test_predefined_split_shares_one_vocabulary(tmp_path):
+    (tmp_path / "u1.base").write_text(udata_text(ROWS[:4]))
+    (tmp_path / "u1.test").write_text(udata_text(ROWS[4:] + [(9, 99, 3, 1)]))
+    s = load_predefined(str(tmp_path / "u1.base"), str(tmp_path / "u1.test"))
+    assert (len(s.train), len(s.validation), len(s.test)) == (4, 0, 2)
+    assert s.train.n_users == s.test.n_users == 4
+    assert s.cold_counts()["test_cold_user_rows"] == 1  # user 9 only in test
+    (tmp_path / "leak.test").write_text(udata_text(ROWS[:1]))
+    with pytest.raises(DataError, match="share"):
+        load_predefined(str(tmp_path / "u1.base"), str(tmp_path / "leak.test"))
+
+
+# -- bad inputs: one specific line each ------------------------------------------------------
+def _zip_without_ratings(p):
+    with zipfile.ZipFile(p, "w") as zf:
+        zf.writestr("ml-100k/README", "nothing here")
+
+
+def _truncated_zip(p):
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("ml-100k/u.data", udata_text() * 200)
+    p.write_bytes(buf.getvalue()[: len(buf.getvalue()) // 2])
+
+
+def _truncated_gzip(p):
+    data = gzip.compress((csv_text() * 50).encode())
+    p.write_bytes(data[: len(data) // 2])
+
+
+BAD = [
+    ("empty.csv", lambda p: p.write_text(""), "file is empty"),
+    ("header.csv", lambda p: p.write_text("userId,movieId,rating,timestamp\n"), "header only, no ratings"),
+    ("norating.csv", lambda p: p.write_text("userId,movieId,timestamp\n1,2,3\n"), "no rating column"),
+    ("text.csv", lambda p: p.write_text("user,item,rating\n1,2,good\n"), "line 2: rating 'good' is not a finite number"),
+    ("nan.csv", lambda p: p.write_text("user,item,rating\n1,2,4\n1,3,NaN\n"), "line 3: rating 'NaN' is not a finite number"),
+    ("inf.csv", lambda p: p.write_text("user,item,rating\n1,2,inf\n"), "line 2: rating 'inf' is not a finite number"),
+    ("u.data", lambda p: p.write_text("1\t2\t6\t5\n"), "line 1: rating 6 is outside the scale 1..5"),
+    ("nouser.csv", lambda p: p.write_text("user,item,rating\n,2,4\n"), "line 2: missing user id"),
+    ("noitem.csv", lambda p: p.write_text("user,item,rating\n1,2,4\n1,,3\n"), "line 3: missing item id"),
+    ("few.data", lambda p: p.write_text("1\t2\t4\t5\n1\t3\n"), "line 2: expected 4 tab-separated fields, found 2"),
+    ("many.csv", lambda p: p.write_text("user,item,rating\n1,2,4\n1,3,4,5,6\n"), "line 3: expected 3 fields, found 5"),
+    ("u.data", lambda p: p.write_text("1,2,4,5\n1,3,4,5\n"), "wrong delimiter"),
+    ("semi.csv", lambda p: p.write_text("user;item;rating\n1;2;4\n"), "one column only"),
+    ("blob.data", lambda p: p.write_bytes(b"\x7fELF\x00\x01\x02binary"), "looks binary"),
+    ("latin.csv", lambda p: p.write_bytes("user,item,rating\n\xe9,2,4\n".encode("latin-1")), "not a text file"),
+    ("ml-100k.zip", _zip_without_ratings, "no ratings file in the archive"),
+    ("broken.zip", _truncated_zip, "truncated or corrupt zip"),
+    ("ratings.csv.gz", _truncated_gzip, "truncated or corrupt"),
+    ("dups.csv", lambda p: p.write_text("user,item,rating\n1,2,4\n1,2,5\n"), "1 duplicate (user, item) pairs"),
+]
+
+
+@pytest.mark.parametrize("name, make, message", BAD, ids=[b[0] + ":" + b[2][:20] for b in BAD])
+def test_bad_input_gives_a_specific_error(tmp_path, name, make, message):
+    p = tmp_path / name
+    make(p)
+    with pytest.raises(DataError) as info:
+        read_ratings(p)
+    text = str(info.value)
+    assert message in text and str(p) in text and "\n" not in text
+
+
+def test_missing_file_and_directory(tmp_path):
+    with pytest.raises(DataError, match="no such file"):
+        read_ratings(tmp_path / "nope.csv")
+    with pytest.raises(DataError, match="is a directory"):
+        read_ratings(tmp_path)
+
+
+def test_bad_options():
+    with pytest.raises(DataError, match="unknown format"):
+        ReadOptions(format="xlsx")
+    with pytest.raises(DataError, match="duplicates"):
+        ReadOptions(duplicates="first")
+
+
+def test_large_file_uses_the_fast_path(tmp_path):
+    """200k rows of ratings.dat: read by the C parser (this would take many seconds line by line)."""
+    rng = np.random.default_rng(0)
+    n = 200_000
+    u = rng.integers(1, 5000, n)
+    i = rng.integers(1, 4000, n)
+    key = np.unique(u * 10_000 + i)
+    u, i = key // 10_000, key % 10_000
+    frame = pd.DataFrame({"u": u, "i": i, "r": rng.integers(1, 6, len(u)), "t": 1})
+    p = tmp_path / "ratings.dat"
+    p.write_text(frame.to_csv(sep=":", header=False, index=False).replace(":", "::"))
+    r = read_ratings(p)
+    assert len(r) == len(u)
