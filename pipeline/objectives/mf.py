@@ -185,6 +185,76 @@ class BiasedMF:
         hc = np.bincount(self.items, de, self.n_items) + lam_b * wi * dc
         return self.pack(hP, hQ, hb, hc) / self.n_ratings
 
+    # -- model-specific solvers (optional capabilities: ALS and SGD use them) -------------------
+    def _item_order(self):
+        if not hasattr(self, "_by_item"):
+            order = np.lexsort((self.users, self.items))
+            counts = self.item_counts.astype(np.int64)
+            self._by_item = (order, np.concatenate([[0], np.cumsum(counts)]).astype(np.int64))
+        return self._by_item
+
+    def als_sweep(self, x: np.ndarray) -> np.ndarray:
+        """One ALS sweep: every ``(p_u, b_u)`` exactly, then every ``(q_i, c_i)`` exactly.
+
+        With the other side fixed, ``(p_u, b_u)`` solves the ridge problem
+        ``min sum_i (z_i . (p_u, b_u) - t_ui)^2 + w_u (lam |p_u|^2 + lam_b b_u^2)`` with
+        ``z_i = (q_i, 1)`` and ``t_ui = r_ui - mu - c_i``: the normal equations
+        ``(sum_i z_i z_i^T + w_u D) y = sum_i t_ui z_i``, ``D = diag(lam, ..., lam, lam_b)``,
+        a (k+1)-square system per user, solved in one batched call. Each half-sweep is an exact
+        block minimization, so ALS never increases the objective. Costs two passes over the ratings.
+        """
+        P, Q, b, c = (a.copy() for a in self.unpack(np.asarray(x, dtype=np.float64)))
+        P, b = self._ridge_side(self.users, self.items, self.indptr, Q, c, self.w_user, np.arange(self.n_ratings))
+        order, indptr_i = self._item_order()
+        Q, c = self._ridge_side(self.items[order], self.users[order], indptr_i, P, b, self.w_item, order)
+        return self.pack(P, Q, b, c)
+
+    def _ridge_side(self, rows, cols, indptr, F, f_bias, w, order):
+        k = self.rank
+        n_rows = len(indptr) - 1
+        Z = np.empty((len(rows), k + 1))
+        Z[:, :k] = F[cols]
+        Z[:, k] = 1.0
+        t = self.ratings[order] - self.mu - f_bias[cols]
+        counts = np.diff(indptr)
+        has = counts > 0
+        starts = indptr[:-1][has]
+        A = np.zeros((n_rows, k + 1, k + 1))
+        rhs = np.zeros((n_rows, k + 1))
+        A[has] = np.add.reduceat(np.einsum("na,nb->nab", Z, Z), starts, axis=0)
+        rhs[has] = np.add.reduceat(Z * t[:, None], starts, axis=0)
+        diag = np.r_[np.full(k, self.reg), self.reg_bias]
+        A += w[:, None, None] * np.diag(diag)[None]
+        A[~has] = np.eye(k + 1)  # no ratings: the solution is 0 (rhs is 0)
+        sol = np.linalg.solve(A, rhs[..., None])[..., 0]
+        return sol[:, :k], sol[:, k]
+
+    def sgd_epoch(self, x: np.ndarray, lr: float, rng: np.random.Generator) -> np.ndarray:
+        """One epoch of per-rating SGD (Surprise's SVD update) in a random order.
+
+        For each rating: ``e = rhat - r``; ``p_u -= lr (e q_i + lam p_u)``,
+        ``q_i -= lr (e p_u + lam q_i)``, ``b_u -= lr (e + lam_b b_u)``, ``c_i -= lr (e + lam_b c_i)``.
+        These are stochastic gradient steps on ``sum_(u,i) [1/2 e^2 + lam/2 (|p_u|^2 + |q_i|^2)
+        + lam_b/2 (b_u^2 + c_i^2)] = N L`` with ``weighting="count"`` (each user's penalty counted
+        once per rating): SGD minimizes this objective only under count weighting.
+        """
+        if self.weighting != "count":
+            raise ValueError("sgd minimizes the count-weighted objective; use weighting='count'")
+        x = np.array(x, dtype=np.float64, copy=True)
+        P, Q, b, c = self.unpack(x)
+        lam, lam_b, mu = self.reg, self.reg_bias, self.mu
+        users, items, ratings = self.users, self.items, self.ratings
+        for j in rng.permutation(self.n_ratings):
+            u, i = users[j], items[j]
+            pu, qi = P[u], Q[i]
+            e = mu + b[u] + c[i] + pu @ qi - ratings[j]
+            pu_old = pu.copy()
+            pu -= lr * (e * qi + lam * pu)
+            qi -= lr * (e * pu_old + lam * qi)
+            b[u] -= lr * (e + lam_b * b[u])
+            c[i] -= lr * (e + lam_b * c[i])
+        return x
+
     # -- prediction -----------------------------------------------------------------------------
     def predict(self, x: np.ndarray, users: np.ndarray, items: np.ndarray) -> np.ndarray:
         """``mu + b_u + c_i + p_u . q_i``, using only what training saw.

@@ -65,6 +65,7 @@ class IterationRecord:
     n_grad: int
     n_hessp: int
     val_rmse: float = float("nan")
+    data_passes: int = 0
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
@@ -80,6 +81,7 @@ class OptimizeResult:
     message: str
     history: list[IterationRecord] = field(default_factory=list)
     n_monitor_evals: int = 0
+    n_negative_curvature: int = 0
 
     @property
     def final(self) -> IterationRecord:
@@ -95,7 +97,8 @@ class OptimizeResult:
             "optimizer": self.optimizer, "iterations": last.iteration, "n_fun": last.n_fun,
             "n_grad": last.n_grad, "n_hessp": last.n_hessp, "seconds": last.seconds,
             "train_loss": last.loss, "grad_norm": last.grad_norm, "rel_grad_norm": last.rel_grad_norm,
-            "val_rmse": last.val_rmse, "reason": self.reason,
+            "val_rmse": last.val_rmse, "reason": self.reason, "data_passes": last.data_passes,
+            "n_negative_curvature": self.n_negative_curvature,
         }
 
 
@@ -106,6 +109,8 @@ class CountedObjective:
         self.objective = objective
         self.n_params = objective.n_params
         self.n_fun = self.n_grad = self.n_hessp = 0
+        self.n_other_passes = 0      # passes of model-specific solvers (an ALS sweep is 2, an SGD epoch 1)
+        self.n_negative_curvature = 0  # hessp directions v with v.Hv < 0 (what truncated CG meets)
         self._recent: list[tuple[np.ndarray, float, np.ndarray]] = []
         self._memory = memory
 
@@ -126,11 +131,21 @@ class CountedObjective:
 
     def hessp(self, x: np.ndarray, v: np.ndarray) -> np.ndarray:
         self.n_hessp += 1
-        return self.objective.hessp(x, v)
+        hv = self.objective.hessp(x, v)
+        if float(v @ hv) < 0:
+            self.n_negative_curvature += 1
+        return hv
 
     def gnvp(self, x: np.ndarray, v: np.ndarray) -> np.ndarray:
         self.n_hessp += 1
         return self.objective.gnvp(x, v)
+
+    @property
+    def data_passes(self) -> int:
+        """Passes over the ratings: one per loss (with or without gradient), one per
+        Hessian-vector product (it reads every rating once; measured at 0.8-0.9 of a
+        loss+gradient in time, see docs/optimizers.md), plus model-specific solver passes."""
+        return self.n_fun + self.n_hessp + self.n_other_passes
 
     def recall(self, x: np.ndarray) -> tuple[float, np.ndarray] | None:
         for xr, f, g in reversed(self._recent):
@@ -182,7 +197,7 @@ class Monitor:
             val = self.validate(x) if self.validate is not None and math.isfinite(f) else float("nan")
             c = self.counted
             record = IterationRecord(len(self.history), float(f), grad_norm, grad_norm / self._g0,
-                                     seconds, c.n_fun, c.n_grad, c.n_hessp, float(val))
+                                     seconds, c.n_fun, c.n_grad, c.n_hessp, float(val), c.data_passes)
             self.history.append(record)
             self.last_x = np.array(x, copy=True)
             self.reason = self._reason(record)
@@ -209,4 +224,4 @@ class Monitor:
             self.check(x)
         reason = self.reason or "method"
         return OptimizeResult(self.name, self.last_x, reason, message or reason,
-                              list(self.history), self.n_monitor_evals)
+                              list(self.history), self.n_monitor_evals, self.counted.n_negative_curvature)

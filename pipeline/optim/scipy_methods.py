@@ -50,22 +50,21 @@ def curvature_scale(objective: CountedObjective, x0: np.ndarray) -> float:
     return gg / curvature if curvature > 0 and np.isfinite(curvature) else 1.0
 
 
-@register("newton-cg", "scipy Newton-CG with the exact Hessian-vector product", uses_hessp=True)
-def newton_cg(objective: CountedObjective, x0: np.ndarray, monitor: Monitor,
-              scale: float | str = "auto", max_restarts: int = 20) -> tuple[np.ndarray, str]:
-    """scipy Newton-CG on ``scale * f``; see :func:`curvature_scale` for why and for ``"auto"``.
+def _second_order(objective: CountedObjective, x0: np.ndarray, monitor: Monitor, method: str,
+                  product: str, options: dict, scale: float | str, max_restarts: int) -> tuple[np.ndarray, str]:
+    """scipy ``method`` on ``scale * f`` with Hessian-vector products ``product`` ("hessp"/"gnvp").
 
-    With ``"auto"``, when scipy ends on its own before the shared rule holds (its zero-curvature
-    cutoff returned a zero step, or its line search lost precision) while the gradient is still
-    shrinking, it is restarted from where it stopped with the scale measured there; each
-    restart costs one loss+gradient and one Hessian-vector product (counted). At most
+    With ``scale="auto"``, when scipy ends on its own before the shared rule holds (its absolute
+    zero-curvature cutoff returned a zero step, or its line search lost precision) while the
+    gradient is still shrinking, it is restarted from where it stopped with the scale measured
+    there; each restart costs one loss+gradient and one Hessian-vector product (counted). At most
     ``max_restarts`` times, and never without progress.
     """
     x, restarts, message = x0, 0, ""
     best_gnorm = np.inf
     while True:
         s = curvature_scale(objective, x) if scale == "auto" else float(scale)
-        res = _run_scaled(objective, x, monitor, s, "Newton-CG", hessp=True, options={"xtol": 0.0, "maxiter": _BIG})
+        res = _run_scaled(objective, x, monitor, s, method, getattr(objective, product), options)
         message = str(res.message)
         if monitor.reason:
             x = monitor.last_x
@@ -82,16 +81,50 @@ def newton_cg(objective: CountedObjective, x0: np.ndarray, monitor: Monitor,
 
 
 def _run_scaled(objective: CountedObjective, x0: np.ndarray, monitor: Monitor, scale: float, method: str,
-                hessp: bool, options: dict):
+                hessp, options: dict):
     def fg(x):
         f, g = objective.loss_grad(x)
         return scale * f, scale * g
 
     def hp(x, v):
-        return scale * objective.hessp(x, v)
+        return scale * hessp(x, v)
 
     return scipy.optimize.minimize(fg, x0, jac=True, hessp=hp if hessp else None, method=method,
                                    callback=_callback(monitor), options=options)
+
+
+_NCG = {"xtol": 0.0, "maxiter": _BIG}
+_TRUST = {"gtol": 0.0, "maxiter": _BIG}
+
+
+@register("newton-cg", "scipy Newton-CG with the exact Hessian-vector product", uses_hessp=True)
+def newton_cg(objective: CountedObjective, x0: np.ndarray, monitor: Monitor,
+              scale: float | str = "auto", max_restarts: int = 20) -> tuple[np.ndarray, str]:
+    """Truncated Newton: CG on ``H d = -g`` (stopped on negative curvature), Wolfe line search."""
+    return _second_order(objective, x0, monitor, "Newton-CG", "hessp", _NCG, scale, max_restarts)
+
+
+@register("newton-cg-gn", "scipy Newton-CG with the Gauss-Newton product (PSD)", uses_hessp=True)
+def newton_cg_gn(objective: CountedObjective, x0: np.ndarray, monitor: Monitor,
+                 scale: float | str = "auto", max_restarts: int = 20) -> tuple[np.ndarray, str]:
+    """Newton-CG with ``J^T J v`` + penalty in place of ``H v``: never meets negative curvature;
+    converges linearly where the residual curvature matters."""
+    return _second_order(objective, x0, monitor, "Newton-CG", "gnvp", _NCG, scale, max_restarts)
+
+
+@register("trust-ncg", "scipy trust-region Newton-CG (Steihaug) with the exact hessp", uses_hessp=True)
+def trust_ncg(objective: CountedObjective, x0: np.ndarray, monitor: Monitor,
+              scale: float | str = "auto", max_restarts: int = 20) -> tuple[np.ndarray, str]:
+    """Steihaug CG inside a trust region: follows negative curvature to the region's boundary."""
+    return _second_order(objective, x0, monitor, "trust-ncg", "hessp", _TRUST, scale, max_restarts)
+
+
+@register("trust-krylov", "scipy trust-region with a Krylov (GLTR) subproblem solver", uses_hessp=True)
+def trust_krylov(objective: CountedObjective, x0: np.ndarray, monitor: Monitor,
+                 scale: float | str = "auto", max_restarts: int = 20) -> tuple[np.ndarray, str]:
+    """Solves the trust-region subproblem nearly exactly on a Krylov space (Lanczos), including
+    the hard case; more Hessian-vector products per step than Steihaug, fewer steps."""
+    return _second_order(objective, x0, monitor, "trust-krylov", "hessp", _TRUST, scale, max_restarts)
 
 
 @register("lbfgs", "scipy L-BFGS-B (quasi-Newton, 10 correction pairs)")
@@ -100,4 +133,11 @@ def lbfgs(objective: CountedObjective, x0: np.ndarray, monitor: Monitor, maxcor:
                                   callback=_callback(monitor),
                                   options={"gtol": 0.0, "ftol": 0.0, "maxiter": _BIG, "maxfun": _BIG,
                                            "maxcor": maxcor})
+    return (monitor.last_x if monitor.reason else res.x), str(res.message)
+
+
+@register("cg", "scipy nonlinear conjugate gradient (Polak-Ribiere)")
+def nonlinear_cg(objective: CountedObjective, x0: np.ndarray, monitor: Monitor) -> tuple[np.ndarray, str]:
+    res = scipy.optimize.minimize(objective.loss_grad, x0, jac=True, method="CG", callback=_callback(monitor),
+                                  options={"gtol": 0.0, "maxiter": _BIG})
     return (monitor.last_x if monitor.reason else res.x), str(res.message)

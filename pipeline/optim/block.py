@@ -1,0 +1,53 @@
+"""Model-specific solvers: ALS and per-rating SGD.
+
+They need more than the objective protocol: the model must offer ``als_sweep(x)`` or
+``sgd_epoch(x, lr, rng)``. Neither needs the gradient, so the gradient at each iterate that the
+shared stopping rule uses is monitor cost (``n_monitor_evals``), not charged to the method; their
+own work is counted in data passes (an ALS sweep reads the ratings twice, an SGD epoch once).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from pipeline.optim.base import CountedObjective, Monitor
+from pipeline.optim.registry import register
+
+
+def _require(objective: CountedObjective, capability: str, name: str) -> None:
+    if not hasattr(objective.objective, capability):
+        raise TypeError(f"{name} needs a model with {capability}(); {type(objective.objective).__name__} has none")
+
+
+@register("als", "alternating least squares: exact ridge solves for users, then items (with biases)")
+def als(objective: CountedObjective, x0: np.ndarray, monitor: Monitor) -> tuple[np.ndarray, str]:
+    _require(objective, "als_sweep", "als")
+    x = x0
+    while True:
+        x = objective.objective.als_sweep(x)
+        objective.n_other_passes += 2
+        if monitor.check(x):
+            return x, monitor.reason
+
+
+@register("sgd", "per-rating SGD (Surprise's SVD), on the count-weighted objective")
+def sgd(objective: CountedObjective, x0: np.ndarray, monitor: Monitor, lr: float = 0.01,
+        half_life: float = 20.0, seed: int = 0) -> tuple[np.ndarray, str]:
+    """Epochs of per-rating updates in a fresh random order, step ``lr / (1 + epoch / half_life)``
+    (a Robbins-Monro schedule: the steps sum to infinity, their squares do not, so SGD can reach
+    the minimizer, slowly; a constant step only reaches a noise ball around it).
+
+    Minimizes ``N L`` under count weighting (see ``BiasedMF.sgd_epoch``); with ``weighting="none"``
+    it would minimize a different function, so it refuses.
+    """
+    _require(objective, "sgd_epoch", "sgd")
+    if getattr(objective.objective, "weighting", "count") != "count":
+        return x0, "sgd minimizes the count-weighted objective only: run it with --weighting count"
+    rng = np.random.default_rng(seed)
+    x, epoch = x0, 0
+    while True:
+        x = objective.objective.sgd_epoch(x, lr / (1.0 + epoch / half_life), rng)
+        objective.n_other_passes += 1
+        epoch += 1
+        if monitor.check(x):
+            return x, monitor.reason
