@@ -213,6 +213,8 @@ def fit_options(f):
                      help="Wall-time budget per optimizer (optimizer time, logging excluded)."),
         click.option("--gd-step", type=click.FloatRange(min=0, min_open=True), default=None,
                      help="Fixed step for gd (default: Armijo backtracking)."),
+        click.option("--seeds", default=None, metavar="S1,S2,...",
+                     help="Several initialization seeds: each a repeat (child run); the parent gets mean and spread."),
         click.option("--tracking-uri", default=None,
                      help="MLflow tracking URI [default: $MLFLOW_TRACKING_URI, else sqlite:///<project>/mlflow.db]."),
         click.option("--no-tracking", is_flag=True, help="Do not log to MLflow."),
@@ -241,8 +243,17 @@ def _config(kw: dict, optimizers) -> RunConfig:
                           init_scale=kw["init_scale"]),
         rule=StoppingRule(gtol=kw.get("gtol", 1e-5), max_iter=kw.get("max_iter", 1000),
                           max_seconds=kw.get("max_seconds")),
-        optimizers=tuple(optimizers), gd_step=kw.get("gd_step"), seed=kw["seed"],
+        optimizers=tuple(optimizers), gd_step=kw.get("gd_step"), seed=kw["seed"], seeds=_seeds(kw.get("seeds")),
     )
+
+
+def _seeds(value) -> tuple[int, ...]:
+    if not value:
+        return ()
+    try:
+        return tuple(int(v) for v in (value if isinstance(value, (list, tuple)) else str(value).split(",")))
+    except ValueError:
+        raise InputError(f"--seeds takes integers like 0,1,2; got {value!r}") from None
 
 
 def input_errors(f):
@@ -314,7 +325,7 @@ def _run_comparison(optimizers, kw) -> None:
         raise InputError(str(exc)) from None
     click.echo("")
     if result.folds:
-        click.echo(f"mean over {len(result.folds)} folds (test_rmse_std: spread of test RMSE across folds)")
+        click.echo(f"mean over {len(result.folds)} repeats (folds x seeds; test_rmse_std: spread of test RMSE)")
     click.echo(report.format_table(result.table))
     if result.folds:
         click.echo("test_rmse_std  " + "  ".join(f"{r.optimizer} {r.test_rmse_std:.4f}"

@@ -67,6 +67,7 @@ class RunConfig:
     optimizers: tuple[str, ...] = DEFAULT_OPTIMIZERS
     gd_step: float | None = None
     seed: int = 0
+    seeds: tuple[int, ...] = ()  # several initialization seeds: one repeat each
 
 
 def project_root(start: Path | None = None) -> Path:

@@ -2,8 +2,8 @@
 
 ``compare`` is what ``make train`` runs: every optimizer from the same starting point on the
 same objective under the same stopping rule, the baselines beside them, one parent run with a
-child per method when a tracker is given. With k-fold splits each fold is a child run holding
-the optimizer runs of that fold, and the parent gets the mean and spread over folds. Nothing here
+child per method when a tracker is given. With k-fold splits or several initialization seeds
+each repeat is a child run holding its optimizer runs, and the parent gets the mean and spread. Nothing here
 prints; ``progress`` receives each iterate and the CLI decides what to show.
 """
 
@@ -33,6 +33,13 @@ class Prepared:
     split: Split
     objective: BiasedMF
     x0: np.ndarray
+    seed: int = 0
+
+    @property
+    def label(self) -> str:
+        """``fold-J``, ``seed-S`` or both, for a repeat of a comparison."""
+        parts = ([f"fold-{self.split.fold}"] if self.split.fold is not None else []) + [f"seed-{self.seed}"]
+        return "-".join(parts)
 
 
 @dataclass
@@ -69,12 +76,13 @@ def load_splits(d: DataConfig, ratings: Ratings | None = None, progress=None) ->
     return ratings, splits
 
 
-def prepare_split(split: Split, ratings: Ratings, cfg: RunConfig) -> Prepared:
+def prepare_split(split: Split, ratings: Ratings, cfg: RunConfig, seed: int | None = None) -> Prepared:
     m = cfg.model
     objective = BiasedMF(split.train, rank=m.rank, reg=m.reg, reg_bias=m.reg_bias,
                          weighting=m.weighting, init_scale=m.init_scale)
-    x0 = objective.init(np.random.default_rng(cfg.seed))
-    return Prepared(ratings, split, objective, x0)
+    seed = cfg.seed if seed is None else seed
+    x0 = objective.init(np.random.default_rng(seed))
+    return Prepared(ratings, split, objective, x0, seed)
 
 
 def prepare(cfg: RunConfig, ratings: Ratings | None = None) -> Prepared:
@@ -90,7 +98,7 @@ def run_params(cfg: RunConfig, prepared: Prepared) -> dict:
     return {
         "dataset": prepared.ratings.name, "dataset_source": prepared.ratings.source,
         "split": split.method, "split_fractions": ",".join(f"{f:g}" for f in d.fractions),
-        "split_seed": d.seed, "seed": cfg.seed, **asdict(cfg.model),
+        "split_seed": d.seed, "seed": prepared.seed, **asdict(cfg.model),
         "gtol": cfg.rule.gtol, "max_iter": cfg.rule.max_iter, "max_seconds": cfg.rule.max_seconds,
         "n_params": prepared.objective.n_params, "n_train": len(split.train),
         "n_val": len(split.validation), "n_test": len(split.test),
@@ -115,7 +123,9 @@ def fit(prepared: Prepared, name: str, cfg: RunConfig, listeners: tuple[Listener
     last = result.final
     metrics.update({"train_loss": last.loss, "grad_norm": last.grad_norm, "rel_grad_norm": last.rel_grad_norm,
                     "fit_seconds": last.seconds, "iterations": last.iteration, "n_fun": last.n_fun,
-                    "n_grad": last.n_grad, "n_hessp": last.n_hessp, "n_monitor_evals": result.n_monitor_evals})
+                    "n_grad": last.n_grad, "n_hessp": last.n_hessp, "data_passes": last.data_passes,
+                    "n_monitor_evals": result.n_monitor_evals,
+                    "n_negative_curvature": result.n_negative_curvature})
     return result, metrics
 
 
@@ -131,7 +141,7 @@ def baselines(prepared: Prepared, cfg: RunConfig) -> dict[str, dict]:
 def _row(name: str, metrics: dict, reason: str = "baseline") -> dict:
     return {"optimizer": name, "iterations": metrics.get("iterations"), "n_fun": metrics.get("n_fun"),
             "n_grad": metrics.get("n_grad"), "n_hessp": metrics.get("n_hessp"),
-            "seconds": metrics.get("fit_seconds"), "train_loss": metrics.get("train_loss"),
+            "data_passes": metrics.get("data_passes"), "seconds": metrics.get("fit_seconds"), "train_loss": metrics.get("train_loss"),
             "grad_norm": metrics.get("grad_norm"), "val_rmse": metrics.get("val_rmse"),
             "test_rmse": metrics.get("test_rmse"), "reason": reason,
             "train_rmse": metrics.get("train_rmse"), "val_mae": metrics.get("val_mae"),
@@ -170,62 +180,71 @@ def _compare_split(prepared: Prepared, cfg: RunConfig, tracker, parent_id: str |
     return out
 
 
-def _log_split_artifacts(tracker, run_id: str, out: Comparison, cfg: RunConfig, title: str) -> None:
+def _log_split_artifacts(tracker, run_id: str, out: Comparison, cfg: RunConfig, title: str,
+                         repeats: list[dict[str, OptimizeResult]] | None = None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        fig = report.convergence_figure(out.results, Path(tmp) / "convergence.png", title=title)
-        table = Path(tmp) / "comparison.csv"
-        out.table.to_csv(table, index=False)
-        tracker.log_artifact(run_id, fig)
-        tracker.log_artifact(run_id, table)
+        for path in report.figures(repeats or [out.results], Path(tmp), title):
+            tracker.log_artifact(run_id, path)
+        out.table.to_csv(Path(tmp) / "comparison.csv", index=False)
+        (Path(tmp) / "comparison.md").write_text(report.markdown_table(out.table))
+        tracker.log_artifact(run_id, Path(tmp) / "comparison.csv")
+        tracker.log_artifact(run_id, Path(tmp) / "comparison.md")
 
 
 def compare(cfg: RunConfig, tracker=None, progress: Listener | None = None,
             ratings: Ratings | None = None, on_start: Callable[[Prepared], None] | None = None,
             download_progress=None) -> Comparison:
-    """Run ``cfg.optimizers`` (and the baselines) and log them as one parent run with children."""
+    """Run ``cfg.optimizers`` (and the baselines) and log them as one parent run with children.
+
+    Several folds (k-fold) or several initialization seeds (``cfg.seeds``) make *repeats*: each
+    repeat is a child run holding its optimizer runs; the parent gets the mean and spread.
+    """
     unknown = [n for n in cfg.optimizers if n not in REGISTRY]
     if unknown:
         raise KeyError(f"unknown optimizer(s) {', '.join(unknown)}; choose from {', '.join(REGISTRY)}")
     ratings, splits = load_splits(cfg.data, ratings, download_progress)
-    prepared = [prepare_split(s, ratings, cfg) for s in splits]
+    seeds = cfg.seeds or (cfg.seed,)
+    prepared = [prepare_split(s, ratings, cfg, seed) for s in splits for seed in seeds]
     if on_start:
         on_start(prepared[0])
     title = f"{ratings.name}: rank {cfg.model.rank}, reg {cfg.model.reg:g}, gtol {cfg.rule.gtol:g}"
-    kfold = len(prepared) > 1
+    repeated = len(prepared) > 1
 
     def run_all(parent_id: str | None) -> Comparison:
-        if not kfold:
+        if not repeated:
             out = _compare_split(prepared[0], cfg, tracker, parent_id, progress, run_params(cfg, prepared[0]))
             if tracker:
                 _log_split_artifacts(tracker, parent_id, out, cfg, title)
             return out
-        folds = []
-        for j, prep in enumerate(prepared):
-            params = {**run_params(cfg, prep), "fold": j}
+        repeats = []
+        for prep in prepared:
+            params = {**run_params(cfg, prep), "fold": prep.split.fold}
             if tracker:
-                with tracker.run(f"fold-{j}", params, parent_id, {"kind": "fold"}) as fold_id:
-                    fold_out = _compare_split(prep, cfg, tracker, fold_id, progress, params)
-                    _log_split_artifacts(tracker, fold_id, fold_out, cfg, f"{title}, fold {j}")
-                    fold_out.parent_run_id = fold_id
+                with tracker.run(prep.label, params, parent_id, {"kind": "repeat"}) as rep_id:
+                    rep = _compare_split(prep, cfg, tracker, rep_id, progress, params)
+                    _log_split_artifacts(tracker, rep_id, rep, cfg, f"{title}, {prep.label}")
+                    rep.parent_run_id = rep_id
             else:
-                fold_out = _compare_split(prep, cfg, tracker, None, progress, params)
-            folds.append(fold_out)
-        out = Comparison(fold_table(folds), folds[0].results, aggregate_metrics(folds), prepared[0], folds=folds)
+                rep = _compare_split(prep, cfg, tracker, None, progress, params)
+            repeats.append(rep)
+        out = Comparison(fold_table(repeats), repeats[0].results, aggregate_metrics(repeats), prepared[0],
+                         folds=repeats)
         if tracker:
-            _log_split_artifacts(tracker, parent_id, Comparison(out.table, folds[0].results, {}, prepared[0]), cfg,
-                                 f"{title}, fold 0")
+            _log_split_artifacts(tracker, parent_id, out, cfg, f"{title}, {len(repeats)} repeats",
+                                 repeats=[r.results for r in repeats])
         return out
 
     if tracker is None:
         return run_all(None)
     tracker.use_experiment(ratings.name)
     parent_params = {**run_params(cfg, prepared[0]), "optimizers": ",".join(cfg.optimizers),
-                     "folds": len(prepared) if kfold else None}
+                     "folds": len(splits) if len(splits) > 1 else None,
+                     "seeds": ",".join(map(str, seeds)) if len(seeds) > 1 else None}
     with tracker.run(f"compare-{'-'.join(cfg.optimizers)}", parent_params, tags={"kind": "comparison"}) as parent_id:
         tracker.log_dataset(parent_id, _ratings_frame(prepared[0].split.train), ratings.name, ratings.source, "training")
         out = run_all(parent_id)
         out.parent_run_id = parent_id
-        if kfold:
+        if repeated:
             tracker.log_metrics(parent_id, out.metrics["_flat"])
             best = min(cfg.optimizers, key=lambda n: out.metrics[n]["val_rmse_mean"])
             tracker.set_tags(parent_id, {"best_optimizer": best})
@@ -240,7 +259,7 @@ def compare(cfg: RunConfig, tracker=None, progress: Listener | None = None,
 
 
 def aggregate_metrics(folds: list[Comparison]) -> dict:
-    """Mean and standard deviation over folds of every metric, per method."""
+    """Mean and standard deviation over repeats (folds, seeds) of every metric, per method."""
     out: dict = {"_flat": {}}
     for name in folds[0].metrics:
         per = pd.DataFrame([f.metrics[name] for f in folds])
@@ -256,9 +275,9 @@ def aggregate_metrics(folds: list[Comparison]) -> dict:
 
 
 def fold_table(folds: list[Comparison]) -> pd.DataFrame:
-    """Mean over folds of each numeric column; ``test_rmse_std`` the spread; reasons joined."""
-    tables = pd.concat([f.table.assign(fold=j) for j, f in enumerate(folds)])
-    numeric = [c for c in tables.columns if c not in ("optimizer", "reason", "fold")]
+    """Mean over repeats of each numeric column; ``test_rmse_std`` the spread; reasons joined."""
+    tables = pd.concat([f.table.assign(repeat=j) for j, f in enumerate(folds)])
+    numeric = [c for c in tables.columns if c not in ("optimizer", "reason", "repeat")]
     grouped = tables.groupby("optimizer", sort=False)
     mean = grouped[numeric].mean(numeric_only=True)
     mean["test_rmse_std"] = grouped["test_rmse"].std(ddof=1)

@@ -10,7 +10,7 @@ import pandas as pd
 
 from pipeline.optim.base import OptimizeResult
 
-TABLE_COLUMNS = ["optimizer", "iterations", "n_fun", "n_grad", "n_hessp", "seconds", "train_loss",
+TABLE_COLUMNS = ["optimizer", "iterations", "n_fun", "n_grad", "n_hessp", "data_passes", "seconds", "train_loss",
                  "grad_norm", "val_rmse", "test_rmse", "reason"]
 
 
@@ -49,6 +49,80 @@ def convergence_figure(results: dict[str, OptimizeResult], path: str | Path, tit
     return path
 
 
+def _series(res: OptimizeResult, key: str) -> np.ndarray:
+    return np.array([getattr(r, key) for r in res.history], dtype=float)
+
+
+def figures(repeats: list[dict[str, OptimizeResult]], folder: str | Path, title: str = "") -> list[Path]:
+    """The figures a comparison logs at its artifact root (the compare page shows top-level files).
+
+    ``convergence.png``: objective gap and gradient norm against seconds and iterations (first repeat);
+    ``convergence_passes.png``: gap and gradient norm against data passes, one line per method,
+    median over repeats with a min-max band when there are several (seeds or folds);
+    ``val_rmse.png``: validation RMSE against seconds, likewise.
+    """
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    folder = Path(folder)
+    out = [convergence_figure(repeats[0], folder / "convergence.png", title)]
+    f_best = min(min(r.loss for r in res.history) for rep in repeats for res in rep.values())
+    names = list(repeats[0])
+    colors = {n: plt.get_cmap("tab10")(j % 10) for j, n in enumerate(names)}
+
+    def band(ax, name, xkey, ykey, transform=lambda y: y):
+        xs_all = [_series(rep[name], xkey) for rep in repeats if name in rep]
+        ys_all = [transform(_series(rep[name], ykey)) for rep in repeats if name in rep]
+        if len(xs_all) == 1:
+            ax.plot(xs_all[0], ys_all[0], color=colors[name], label=name, lw=1.6)
+            return
+        grid = np.linspace(0, min(x[-1] for x in xs_all), 200)
+        ys = np.array([np.interp(grid, x, y) for x, y in zip(xs_all, ys_all)])
+        ax.plot(grid, np.median(ys, axis=0), color=colors[name], label=f"{name} (median of {len(ys)})", lw=1.6)
+        ax.fill_between(grid, ys.min(axis=0), ys.max(axis=0), color=colors[name], alpha=0.2)
+
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), constrained_layout=True)
+    for name in names:
+        band(axes[0], name, "data_passes", "loss", lambda y: y - f_best + 1e-16)
+        band(axes[1], name, "data_passes", "grad_norm")
+    for ax, label in zip(axes, ("objective - best objective", "gradient norm")):
+        ax.set_yscale("log")
+        ax.set_xlabel("data passes (loss, gradient or Hessian-vector product = 1)")
+        ax.set_ylabel(label)
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.suptitle((title or "convergence") + ": cost in data passes")
+    fig.savefig(folder / "convergence_passes.png", dpi=110)
+    plt.close(fig)
+    out.append(folder / "convergence_passes.png")
+
+    fig, ax = plt.subplots(figsize=(7, 4.5), constrained_layout=True)
+    for name in names:
+        if np.isfinite(_series(repeats[0][name], "val_rmse")).any():
+            band(ax, name, "seconds", "val_rmse")
+    ax.set_xlabel("wall seconds")
+    ax.set_ylabel("validation RMSE")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.suptitle((title or "") + ": validation RMSE")
+    fig.savefig(folder / "val_rmse.png", dpi=110)
+    plt.close(fig)
+    out.append(folder / "val_rmse.png")
+    return out
+
+
+def markdown_table(frame: pd.DataFrame) -> str:
+    """The comparison table as GitHub Markdown (same columns and number formats as the terminal)."""
+    lines = format_table(frame).splitlines()
+    header, rows = lines[0], lines[2:]
+    split = lambda line: line.split()
+    cols = split(header)
+    md = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
+    md += ["| " + " | ".join(split(r)) + " |" for r in rows]
+    return "\n".join(md) + "\n"
+
+
 def comparison_table(rows: list[dict]) -> pd.DataFrame:
     """One row per method (optimizers and baselines), the columns in :data:`TABLE_COLUMNS`."""
     frame = pd.DataFrame(rows)
@@ -63,8 +137,8 @@ def format_table(frame: pd.DataFrame) -> str:
     def fmt(col: str, v) -> str:
         if v is None or (isinstance(v, float) and math.isnan(v)):
             return "-"
-        if col in ("iterations", "n_fun", "n_grad", "n_hessp"):
-            return f"{int(v)}"
+        if col in ("iterations", "n_fun", "n_grad", "n_hessp", "data_passes"):
+            return f"{v:.0f}"
         if col == "seconds":
             return f"{v:.2f}"
         if col == "train_loss":

@@ -174,13 +174,13 @@ def test_kfold_compare_logs_folds_with_mean_and_spread(tmp_path, runner, small_f
     res = runner.invoke(cli, ["compare", "--dataset", str(small_file), "--split", "kfold", "--folds", "3",
                               "--rank", "2", "--max-iter", "30", "--optimizers", "lbfgs", "--quiet"])
     assert res.exit_code == 0, res.output
-    assert "mean over 3 folds" in res.stdout and "test_rmse_std" in res.stdout
+    assert "mean over 3 repeats" in res.stdout and "test_rmse_std" in res.stdout
     from mlflow.tracking import MlflowClient
     client = MlflowClient(tracking_uri)
     exp = client.get_experiment_by_name("small")
     runs = client.search_runs([exp.experiment_id])
     parent = next(r for r in runs if r.data.tags.get("kind") == "comparison")
-    folds = [r for r in runs if r.data.tags.get("kind") == "fold"]
+    folds = [r for r in runs if r.data.tags.get("kind") == "repeat"]
     assert len(folds) == 3 and all(f.data.tags["mlflow.parentRunId"] == parent.info.run_id for f in folds)
     fold_ids = {f.info.run_id for f in folds}
     lbfgs_runs = [r for r in runs if r.info.run_name == "lbfgs"]
@@ -214,3 +214,20 @@ def test_data_describe(runner, small_file):
     assert res.exit_code == 0, res.output
     assert "1,200 ratings, 60 users" in res.stdout and "ratings per user: q0" in res.stdout
     assert "user split: train" in res.stdout
+
+
+def test_seeds_make_repeats_with_a_band_figure(tmp_path, runner, small_file, tracking_uri, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    res = runner.invoke(cli, ["compare", "--dataset", str(small_file), "--seeds", "0,1", "--rank", "2",
+                              "--max-iter", "15", "--optimizers", "gd,als", "--quiet"])
+    assert res.exit_code == 0, res.output
+    from mlflow.tracking import MlflowClient
+    client = MlflowClient(tracking_uri)
+    exp = client.get_experiment_by_name("small")
+    runs = client.search_runs([exp.experiment_id])
+    parent = next(r for r in runs if r.data.tags.get("kind") == "comparison")
+    assert {r.info.run_name for r in runs if r.data.tags.get("kind") == "repeat"} == {"seed-0", "seed-1"}
+    files = {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert {"convergence.png", "convergence_passes.png", "val_rmse.png", "comparison.csv", "comparison.md"} <= files
+    assert parent.data.params["seeds"] == "0,1"
+    assert "als_test_rmse_std" in parent.data.metrics
