@@ -22,7 +22,7 @@ from pipeline.objectives import WEIGHTINGS
 from pipeline.optim import REGISTRY, StoppingRule
 from pipeline.optim.base import IterationRecord
 
-COMMANDS = ["train", "compare", "check-grad", "ui"]
+COMMANDS = ["train", "compare", "sweep", "check-grad", "ui"]
 
 
 class InputError(click.ClickException):
@@ -211,6 +211,9 @@ def fit_options(f):
                      help="Iteration budget per optimizer."),
         click.option("--max-seconds", type=click.FloatRange(min=0, min_open=True), default=60.0, show_default=True,
                      help="Wall-time budget per optimizer (optimizer time, logging excluded)."),
+        click.option("--patience", type=click.IntRange(min=1), default=None,
+                     help="Early stopping: stop when validation RMSE has not improved for this many iterations, "
+                          "and keep the best-validation iterate (any method)."),
         click.option("--gd-step", type=click.FloatRange(min=0, min_open=True), default=None,
                      help="Fixed step for gd (default: Armijo backtracking)."),
         click.option("--seeds", default=None, metavar="S1,S2,...",
@@ -242,7 +245,7 @@ def _config(kw: dict, optimizers) -> RunConfig:
         model=ModelConfig(rank=kw["rank"], reg=kw["reg"], reg_bias=kw["reg_bias"], weighting=kw["weighting"],
                           init_scale=kw["init_scale"]),
         rule=StoppingRule(gtol=kw.get("gtol", 1e-5), max_iter=kw.get("max_iter", 1000),
-                          max_seconds=kw.get("max_seconds")),
+                          max_seconds=kw.get("max_seconds"), patience=kw.get("patience")),
         optimizers=tuple(optimizers), gd_step=kw.get("gd_step"), seed=kw["seed"], seeds=_seeds(kw.get("seeds")),
     )
 
@@ -357,6 +360,69 @@ def train(optimizer, **kw):
 def compare(optimizers, **kw):
     """Compare optimizers on one objective from one starting point under one stopping rule."""
     _run_comparison(optimizers, kw)
+
+
+class ValueList(click.ParamType):
+    """Comma-separated values of one type (a sweep grid axis)."""
+
+    def __init__(self, kind, name):
+        self.kind, self.name = kind, name
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, (list, tuple)):
+            return tuple(value)
+        try:
+            values = tuple(self.kind(v.strip()) for v in str(value).split(",") if v.strip())
+        except ValueError:
+            self.fail(f"expected comma-separated {self.name} values, got {value!r}", param, ctx)
+        if not values:
+            self.fail("expected at least one value", param, ctx)
+        return values
+
+
+@cli.command()
+@click.option("--optimizer", type=click.Choice(list(REGISTRY)), default="als", show_default=True,
+              help="The optimizer every trial fits with.")
+@click.option("--ranks", type=ValueList(int, "integer"), default="10,20,50", show_default=True, help="Grid of ranks.")
+@click.option("--regs", type=ValueList(float, "number"), default="0.03,0.05,0.1", show_default=True,
+              help="Grid of factor penalties.")
+@click.option("--reg-biases", type=ValueList(float, "number"), default="0.05", show_default=True,
+              help="Grid of bias penalties.")
+@click.option("--weightings", type=ValueList(str, "weighting"), default="count", show_default=True,
+              help="Grid of penalty weightings (count, none).")
+@click.option("--trials", type=click.IntRange(min=1), default=None,
+              help="Random search: this many grid points drawn at random (seeded by --seed) [default: the whole grid].")
+@run_options
+@fit_options
+@input_errors
+def sweep(optimizer, ranks, regs, reg_biases, weightings, trials, **kw):
+    """Tune rank and penalties by validation RMSE only; refit the winner on train + validation and
+    report its test RMSE once. Each trial is a nested MLflow run; the winner is tagged."""
+    from pipeline import experiment
+    bad = [w for w in weightings if w not in WEIGHTINGS]
+    if bad or min(ranks) < 1 or min(regs) < 0 or min(reg_biases) < 0:
+        raise InputError(f"bad grid: ranks >= 1, penalties >= 0, weightings in {WEIGHTINGS}")
+    cfg = _config(kw, (optimizer,))
+    tracker = _tracker(kw)
+    grid = {"rank": list(ranks), "reg": list(regs), "reg_bias": list(reg_biases), "weighting": list(weightings)}
+
+    def on_trial(j, n, params, val):
+        click.echo(f"trial {j + 1}/{n}: " + ", ".join(f"{k}={v}" for k, v in params.items()) + f"  val_rmse {val:.4f}",
+                   err=True)
+    try:
+        out = experiment.sweep(cfg, grid, optimizer, trials, tracker, None if kw.get("quiet") else Progress(10.0),
+                               on_trial=on_trial)
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
+    shown = out.trials.drop(columns=["run_id"]).sort_values("val_rmse")
+    click.echo(shown.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    click.echo("")
+    click.echo("winner (by validation RMSE): " + ", ".join(f"{k}={v}" for k, v in out.best.items()))
+    click.echo(f"refit on train + validation: test RMSE {out.test_metrics['test_rmse']:.4f}, "
+               f"test MAE {out.test_metrics['test_mae']:.4f} ({out.test_metrics['fit_seconds']:.1f} s)")
+    if tracker:
+        click.echo(f"MLflow experiment: {out.links['experiment']}")
+        click.echo(f"compare the trials: {out.links['compare']}")
 
 
 @cli.command("check-grad")

@@ -325,3 +325,127 @@ def describe(cfg: RunConfig, progress=None) -> dict:
     d["splits"] = [{"method": s.method, "fold": s.fold, "train": len(s.train), "validation": len(s.validation),
                     "test": len(s.test), **s.cold_counts()} for s in splits]
     return d
+
+
+# -- tuning --------------------------------------------------------------------------------------
+SWEEP_KEYS = ("rank", "reg", "reg_bias", "weighting")
+
+
+@dataclass
+class Sweep:
+    trials: pd.DataFrame          # one row per trial: its hyperparameters, val_rmse, fit seconds, reason
+    best: dict                    # the winning hyperparameters
+    test_metrics: dict            # the refit winner on train + validation, scored once on test
+    parent_run_id: str | None = None
+    links: dict[str, str] = field(default_factory=dict)
+
+
+def sweep_grid(grid: dict[str, list], trials: int | None, seed: int) -> list[dict]:
+    """Every combination of ``grid`` (a grid search), or ``trials`` of them drawn without
+    replacement by ``default_rng(seed)`` (a random search over the same grid)."""
+    import itertools
+    keys = [k for k in SWEEP_KEYS if k in grid]
+    combos = [dict(zip(keys, values)) for values in itertools.product(*(grid[k] for k in keys))]
+    if trials is not None and trials < len(combos):
+        pick = np.random.default_rng(seed).choice(len(combos), size=trials, replace=False)
+        combos = [combos[j] for j in sorted(pick)]
+    return combos
+
+
+def _with_model(cfg: RunConfig, params: dict) -> RunConfig:
+    from dataclasses import replace
+    return replace(cfg, model=replace(cfg.model, **params))
+
+
+def sweep(cfg: RunConfig, grid: dict[str, list], optimizer: str, trials: int | None = None, tracker=None,
+          progress: Listener | None = None, ratings: Ratings | None = None,
+          on_trial: Callable[[int, int, dict, float], None] | None = None) -> Sweep:
+    """Tune ``grid`` by validation RMSE only, then refit the winner on train + validation and
+    score it once on test.
+
+    Trials never see the test set: they are fitted and scored on a split whose test part is
+    empty, so nothing about test can leak into the selection (tested).
+    """
+    if optimizer not in REGISTRY:
+        raise KeyError(f"unknown optimizer {optimizer!r}; choose from {', '.join(REGISTRY)}")
+    ratings, splits = load_splits(cfg.data, ratings)
+    split = splits[0]
+    if len(split.validation) == 0:
+        from pipeline.data import DataError
+        raise DataError("a sweep selects by validation RMSE: the split has no validation set")
+    blind = Split(split.train, split.validation, split.test.subset(np.array([], dtype=np.int64)), split.seed,
+                  split.method, split.fold)
+    combos = sweep_grid(grid, trials, cfg.seed)
+    rows = []
+    parent_id = None
+    out = Sweep(pd.DataFrame(), {}, {})
+
+    def run_trials(parent_id):
+        for j, params in enumerate(combos):
+            tcfg = _with_model(cfg, params)
+            prep = prepare_split(blind, ratings, tcfg)
+            listeners = tuple(l for l in (progress,) if l)
+            if tracker:
+                with tracker.run(f"trial-{j}", {**run_params(tcfg, prep), "optimizer": optimizer}, parent_id,
+                                 {"kind": "trial"}) as rid:
+                    res, m = fit(prep, optimizer, tcfg, listeners + (tracker.curve_listener(rid),))
+                    tracker.log_metrics(rid, {k: v for k, v in m.items() if not k.startswith("test_")
+                                              and k not in _CURVE_KEYS}, step=res.final.iteration)
+                    tracker.set_tags(rid, {"stop_reason": res.reason})
+            else:
+                rid = None
+                res, m = fit(prep, optimizer, tcfg, listeners)
+            rows.append({**params, "val_rmse": m["val_rmse"], "train_rmse": m["train_rmse"],
+                         "seconds": m["fit_seconds"], "iterations": m["iterations"], "reason": res.reason,
+                         "run_id": rid})
+            if on_trial:
+                on_trial(j, len(combos), params, m["val_rmse"])
+        trials_frame = pd.DataFrame(rows)
+        best_row = trials_frame.loc[trials_frame["val_rmse"].idxmin()]
+        out.trials, out.best = trials_frame, {k: best_row[k] for k in SWEEP_KEYS if k in grid}
+        out.best = {k: (int(v) if k == "rank" else v if k == "weighting" else float(v)) for k, v in out.best.items()}
+        # refit the winner on train + validation, score it once on test
+        from dataclasses import replace
+        merged = _concat(split.train, split.validation)
+        refit_split = Split(merged, split.validation.subset(np.array([], dtype=np.int64)), split.test, split.seed,
+                            split.method, split.fold)
+        wcfg = replace(_with_model(cfg, out.best), rule=replace(cfg.rule, patience=None))
+        prep = prepare_split(refit_split, ratings, wcfg)
+        if tracker:
+            with tracker.run("refit-winner", {**run_params(wcfg, prep), "optimizer": optimizer}, parent_id,
+                             {"kind": "refit"}) as rid:
+                res, m = fit(prep, optimizer, wcfg, tuple(l for l in (progress,) if l) + (tracker.curve_listener(rid),))
+                tracker.log_metrics(rid, {k: v for k, v in m.items() if k not in _CURVE_KEYS and not k.startswith("val_")},
+                                    step=res.final.iteration)
+            winner_rid = best_row["run_id"]
+            tracker.set_tags(winner_rid, {"winner": "true"})
+        else:
+            res, m = fit(prep, optimizer, wcfg, tuple(l for l in (progress,) if l))
+        out.test_metrics = {k: m[k] for k in ("test_rmse", "test_mae", "train_rmse", "fit_seconds", "iterations")}
+        return out
+
+    if tracker is None:
+        return run_trials(None)
+    tracker.use_experiment(ratings.name)
+    with tracker.run(f"sweep-{optimizer}", {"optimizer": optimizer, "grid": repr(grid), "trials": len(combos),
+                                            "dataset": ratings.name, "split_seed": cfg.data.seed},
+                     tags={"kind": "sweep"}) as parent_id:
+        run_trials(parent_id)
+        tracker.log_metrics(parent_id, {"best_val_rmse": float(out.trials["val_rmse"].min()), **out.test_metrics})
+        tracker.set_tags(parent_id, {f"best_{k}": v for k, v in out.best.items()})
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "trials.csv"
+            out.trials.drop(columns=["run_id"]).to_csv(path, index=False)
+            tracker.log_artifact(parent_id, path)
+    out.parent_run_id = parent_id
+    out.links = tracker.links([r for r in out.trials["run_id"] if r])
+    return out
+
+
+def _concat(a: Ratings, b: Ratings) -> Ratings:
+    """Two subsets of one dataset as one (same vocabularies)."""
+    cat = lambda x, y: None if x is None or y is None else np.concatenate([x, y])
+    return Ratings(users=np.concatenate([a.users, b.users]), items=np.concatenate([a.items, b.items]),
+                   ratings=np.concatenate([a.ratings, b.ratings]), user_ids=a.user_ids, item_ids=a.item_ids,
+                   rating_scale=a.rating_scale, timestamps=cat(a.timestamps, b.timestamps), name=a.name,
+                   source=a.source, extra=a.extra)

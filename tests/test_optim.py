@@ -209,3 +209,13 @@ def test_unknown_optimizer_is_a_key_error():
 def test_bad_rules_are_rejected(bad):
     with pytest.raises(ValueError):
         StoppingRule(**bad)
+
+
+def test_early_stopping_restores_the_best_validation_iterate():
+    f = tiny_objective()
+    x0 = f.init(np.random.default_rng(1))
+    scores = iter([5.0, 4.0, 3.0, 3.5, 3.6, 3.7, 3.8, 3.9] + [4.0] * 100)
+    res = minimize("gd", f, x0, StoppingRule(gtol=0, max_iter=100, patience=3), validate=lambda x: next(scores))
+    assert res.reason == "early_stopped"
+    assert res.final.iteration == 2 and res.final.val_rmse == 3.0
+    assert f.loss(res.x) == pytest.approx(res.final.loss, rel=1e-12)

@@ -218,11 +218,12 @@ class BiasedMF:
         t = self.ratings[order] - self.mu - f_bias[cols]
         counts = np.diff(indptr)
         has = counts > 0
-        starts = indptr[:-1][has]
         A = np.zeros((n_rows, k + 1, k + 1))
         rhs = np.zeros((n_rows, k + 1))
-        A[has] = np.add.reduceat(np.einsum("na,nb->nab", Z, Z), starts, axis=0)
-        rhs[has] = np.add.reduceat(Z * t[:, None], starts, axis=0)
+        for r in np.flatnonzero(has):  # one small Gram matrix per user (item): memory O(k^2) each
+            Zr = Z[indptr[r]:indptr[r + 1]]
+            A[r] = Zr.T @ Zr
+            rhs[r] = Zr.T @ t[indptr[r]:indptr[r + 1]]
         diag = np.r_[np.full(k, self.reg), self.reg_bias]
         A += w[:, None, None] * np.diag(diag)[None]
         A[~has] = np.eye(k + 1)  # no ratings: the solution is 0 (rhs is 0)

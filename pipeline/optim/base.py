@@ -8,7 +8,9 @@ method, in this order, and stops at the first that holds:
 1. ``"converged"``: relative gradient norm ``||g_k|| / ||g_0|| <= gtol`` (2-norm);
 2. ``"diverged"``: the objective or gradient is not finite;
 3. ``"max_iter"``: ``k >= max_iter`` iterations;
-4. ``"max_seconds"``: optimizer wall time ``>= max_seconds``.
+4. ``"max_seconds"``: optimizer wall time ``>= max_seconds``;
+5. ``"early_stopped"`` (only with ``patience``): validation RMSE has not improved for ``patience``
+   iterations; the result is then the iterate with the best validation RMSE (restored).
 
 A method that ends on its own test (scipy's line search fails, say) reports ``"method"`` and
 scipy's message. scipy's own tolerances are switched off where possible so that the shared rule,
@@ -34,7 +36,7 @@ import numpy as np
 
 from pipeline.objectives.base import Objective
 
-STOP_REASONS = ("converged", "diverged", "max_iter", "max_seconds", "method", "interrupted")
+STOP_REASONS = ("converged", "diverged", "max_iter", "max_seconds", "early_stopped", "method")
 
 
 @dataclass(frozen=True)
@@ -42,8 +44,11 @@ class StoppingRule:
     gtol: float = 1e-5
     max_iter: int = 1000
     max_seconds: float | None = None
+    patience: int | None = None
 
     def __post_init__(self) -> None:
+        if self.patience is not None and self.patience < 1:
+            raise ValueError(f"patience must be at least 1, got {self.patience}")
         if not self.gtol >= 0:
             raise ValueError(f"gtol must be non-negative, got {self.gtol}")
         if self.max_iter < 0:
@@ -174,6 +179,9 @@ class Monitor:
         self.last_x: np.ndarray | None = None
         self.n_monitor_evals = 0
         self._g0: float | None = None
+        self.best_val = float("inf")
+        self.best_val_x: np.ndarray | None = None
+        self._best_val_iter = 0
         self._start = time.perf_counter()
         self._overhead = 0.0
 
@@ -200,6 +208,8 @@ class Monitor:
                                      seconds, c.n_fun, c.n_grad, c.n_hessp, float(val), c.data_passes)
             self.history.append(record)
             self.last_x = np.array(x, copy=True)
+            if self.rule.patience is not None and math.isfinite(record.val_rmse) and record.val_rmse < self.best_val:
+                self.best_val, self.best_val_x, self._best_val_iter = record.val_rmse, self.last_x, record.iteration
             self.reason = self._reason(record)
             for listener in self.listeners:
                 listener(self.name, record)
@@ -216,6 +226,8 @@ class Monitor:
             return "max_iter"
         if self.rule.max_seconds is not None and r.seconds >= self.rule.max_seconds:
             return "max_seconds"
+        if self.rule.patience is not None and r.iteration - self._best_val_iter >= self.rule.patience:
+            return "early_stopped"
         return None
 
     def result(self, x: np.ndarray, message: str) -> OptimizeResult:
@@ -223,5 +235,10 @@ class Monitor:
         if self.last_x is None or not np.array_equal(self.last_x, x):
             self.check(x)
         reason = self.reason or "method"
-        return OptimizeResult(self.name, self.last_x, reason, message or reason,
-                              list(self.history), self.n_monitor_evals, self.counted.n_negative_curvature)
+        history = list(self.history)
+        x_out = self.last_x
+        if reason == "early_stopped" and self.best_val_x is not None:
+            x_out = self.best_val_x
+            history = history[: self._best_val_iter + 1]  # the result is the best-validation iterate
+        return OptimizeResult(self.name, x_out, reason, message or reason,
+                              history, self.n_monitor_evals, self.counted.n_negative_curvature)
