@@ -7,14 +7,16 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 DATASET ?= data/synthetic/u.data
 OPTIMIZERS ?= gd,newton-cg,lbfgs
+STUDY      ?= gd,gd-momentum,newton-cg,newton-cg-gn,trust-ncg,trust-krylov,lbfgs,cg,als,sgd
 ARGS    ?=
 PORT    ?= 5000
 
-.PHONY: install data train compare ui test test-fast check-grad clean help
+.PHONY: install data train compare sweep ui test test-fast check-grad clean help
 
 help:
 	@echo "make train      install, generate the default dataset, compare $(OPTIMIZERS), log to MLflow"
-	@echo "make compare    the same comparison (OPTIMIZERS=..., DATASET=..., ARGS='--rank 20')"
+	@echo "make compare    every optimizer in the registry, 30 s each (STUDY=..., DATASET=..., ARGS='--seeds 0,1,2')"
+	@echo "make sweep      tune rank and penalties on validation, refit, report test RMSE once"
 	@echo "make ui         the MLflow UI on http://127.0.0.1:$(PORT)"
 	@echo "make test       the whole test suite"
 	@echo "make check-grad finite-difference check of the gradient and Hessian-vector product"
@@ -36,7 +38,11 @@ data: data/synthetic/u.data
 train: install data
 	$(BIN)/recsys compare --dataset $(DATASET) --optimizers $(OPTIMIZERS) $(ARGS)
 
-compare: train
+compare: install data
+	$(BIN)/recsys compare --dataset $(DATASET) --optimizers $(STUDY) --max-seconds 30 $(ARGS)
+
+sweep: install data
+	$(BIN)/recsys sweep --dataset $(DATASET) $(ARGS)
 
 check-grad: install data
 	$(BIN)/recsys check-grad --dataset $(DATASET) $(ARGS)

@@ -1,0 +1,34 @@
+"""The wiring: reproducibility under a seed, faults that stop one method but not the comparison."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from pipeline import experiment
+from pipeline.config import DataConfig, ModelConfig, RunConfig
+from pipeline.optim import StoppingRule
+
+
+def cfg(**kw):
+    base = dict(data=DataConfig(dataset="unused", seed=0), model=ModelConfig(rank=3),
+                rule=StoppingRule(gtol=1e-6, max_iter=60), optimizers=("gd", "newton-cg", "als"))
+    return RunConfig(**{**base, **kw})
+
+
+def test_the_same_seed_gives_identical_metrics(small_synthetic):
+    a = experiment.compare(cfg(), ratings=small_synthetic)
+    b = experiment.compare(cfg(), ratings=small_synthetic)
+    cols = [c for c in a.table.columns if c != "seconds"]
+    assert a.table[cols].equals(b.table[cols])
+    for name in ("gd", "newton-cg", "als"):
+        np.testing.assert_array_equal(a.results[name].x, b.results[name].x)
+    c = experiment.compare(cfg(seed=1), ratings=small_synthetic)
+    assert not np.array_equal(a.results["gd"].x, c.results["gd"].x)
+
+
+def test_a_diverging_method_stops_with_a_reason_and_the_others_go_on(small_synthetic):
+    out = experiment.compare(cfg(optimizers=("gd", "lbfgs"), gd_step=1e5), ratings=small_synthetic)
+    reasons = dict(zip(out.table["optimizer"], out.table["reason"]))
+    assert reasons["gd"] == "diverged"
+    assert reasons["lbfgs"] in ("converged", "max_iter")
+    assert np.isfinite(out.metrics["lbfgs"]["test_rmse"])
