@@ -22,7 +22,7 @@ from pipeline.objectives import WEIGHTINGS
 from pipeline.optim import REGISTRY, StoppingRule
 from pipeline.optim.base import IterationRecord
 
-COMMANDS = ["train", "compare", "sweep", "check-grad", "ui"]
+COMMANDS = ["train", "compare", "sweep", "report", "check-grad", "ui"]
 
 
 class InputError(click.ClickException):
@@ -423,6 +423,32 @@ def sweep(optimizer, ranks, regs, reg_biases, weightings, trials, **kw):
     if tracker:
         click.echo(f"MLflow experiment: {out.links['experiment']}")
         click.echo(f"compare the trials: {out.links['compare']}")
+
+
+@cli.command()
+@click.option("--run-id", default=None, help="The comparison's parent run [default: the newest comparison].")
+@click.option("--experiment", default=None, help="Look for the newest comparison in this experiment only.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
+              help="Folder for report.md and its figures [default: reports/<experiment>-<run>].")
+@click.option("--tracking-uri", default=None,
+              help="MLflow tracking URI [default: $MLFLOW_TRACKING_URI, else sqlite:///<project>/mlflow.db].")
+def report(run_id, experiment, out_dir, tracking_uri):
+    """Write the case study of a logged comparison (Markdown + PNG figures) and log it to its run."""
+    from pipeline import report as report_module
+    from pipeline.tracking import MlflowTracker
+    tracker = MlflowTracker(tracking_uri or default_tracking_uri())
+    try:
+        run_id = run_id or tracker.latest_comparison(experiment)
+        logged = tracker.load_comparison(run_id)
+    except LookupError as exc:
+        raise InputError(str(exc)) from None
+    except Exception as exc:  # an unknown run id comes back as an MLflow error
+        raise InputError(f"cannot read run {run_id}: {str(exc).splitlines()[0]}") from None
+    folder = Path(out_dir or project_root() / "reports" / f"{logged['parent']['experiment']}-{run_id[:8]}")
+    path = report_module.write_report(logged, folder)
+    for f in sorted(folder.iterdir()):
+        tracker.log_artifact(run_id, f, "report")
+    click.echo(f"wrote {path} (and logged it to run {run_id} under report/)")
 
 
 @cli.command("check-grad")

@@ -409,7 +409,11 @@ def sweep(cfg: RunConfig, grid: dict[str, list], optimizer: str, trials: int | N
         merged = _concat(split.train, split.validation)
         refit_split = Split(merged, split.validation.subset(np.array([], dtype=np.int64)), split.test, split.seed,
                             split.method, split.fold)
-        wcfg = replace(_with_model(cfg, out.best), rule=replace(cfg.rule, patience=None))
+        # No validation set in the refit: early stopping carries over as the winner's iteration count.
+        refit_rule = replace(cfg.rule, patience=None)
+        if best_row["reason"] == "early_stopped":
+            refit_rule = replace(refit_rule, max_iter=int(best_row["iterations"]))
+        wcfg = replace(_with_model(cfg, out.best), rule=refit_rule)
         prep = prepare_split(refit_split, ratings, wcfg)
         if tracker:
             with tracker.run("refit-winner", {**run_params(wcfg, prep), "optimizer": optimizer}, parent_id,

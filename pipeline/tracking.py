@@ -28,7 +28,8 @@ from mlflow.tracking import MlflowClient
 
 from pipeline.optim.base import IterationRecord
 
-CURVES = ("train_loss", "grad_norm", "rel_grad_norm", "val_rmse", "seconds", "n_fun", "n_grad", "n_hessp")
+CURVES = ("train_loss", "grad_norm", "rel_grad_norm", "val_rmse", "seconds", "n_fun", "n_grad", "n_hessp",
+          "data_passes")
 UI_HOST, UI_PORT = "127.0.0.1", 5000
 
 
@@ -119,7 +120,7 @@ class MlflowTracker:
             values = {"train_loss": record.loss, "grad_norm": record.grad_norm,
                       "rel_grad_norm": record.rel_grad_norm, "val_rmse": record.val_rmse,
                       "seconds": record.seconds, "n_fun": record.n_fun, "n_grad": record.n_grad,
-                      "n_hessp": record.n_hessp}
+                      "n_hessp": record.n_hessp, "data_passes": record.data_passes}
             buf = self._buffer.setdefault(run_id, [])
             buf.extend(Metric(k, v, now, record.iteration) for k, v in _finite(values).items())
             if time.monotonic() - self._last_flush >= self.flush_seconds:
@@ -157,6 +158,45 @@ class MlflowTracker:
             "experiment": f"{base}/#/experiments/{exp}?workflowType=machine_learning",
             "compare": f"{base}/#/compare-runs?runs={runs}&experiments={exps}&workflowType=machine_learning",
         }
+
+    def latest_comparison(self, experiment: str | None = None) -> str:
+        """The run id of the newest comparison (in ``experiment``, or in any experiment)."""
+        exps = ([self.client.get_experiment_by_name(experiment)] if experiment
+                else [e for e in self.client.search_experiments()])
+        exps = [e for e in exps if e is not None]
+        if not exps:
+            raise LookupError(f"no experiment {experiment!r} in {self.tracking_uri}")
+        runs = self.client.search_runs([e.experiment_id for e in exps], "tags.kind = 'comparison'",
+                                       order_by=["attributes.start_time DESC"], max_results=1)
+        if not runs:
+            raise LookupError(f"no comparison run in {self.tracking_uri}: run `recsys compare` first")
+        return runs[0].info.run_id
+
+    def load_comparison(self, parent_id: str) -> dict:
+        """A logged comparison: parent params, and per child run its params, final metrics, tags
+        and curves (``{metric: [(step, value), ...]}``). Repeats (seeds, folds) are flattened to
+        the first repeat's children."""
+        parent = self.client.get_run(parent_id)
+        self.experiment_id = parent.info.experiment_id
+        children = self.client.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent_id}'",
+                                           order_by=["attributes.start_time ASC"])
+        repeats = [c for c in children if c.data.tags.get("kind") == "repeat"]
+        if repeats:
+            children = self.client.search_runs([parent.info.experiment_id],
+                                               f"tags.mlflow.parentRunId = '{repeats[0].info.run_id}'",
+                                               order_by=["attributes.start_time ASC"])
+        out = {"parent": {"run_id": parent_id, "params": parent.data.params, "metrics": parent.data.metrics,
+                          "tags": parent.data.tags, "experiment": self.client.get_experiment(parent.info.experiment_id).name},
+               "children": []}
+        for c in children:
+            curves = {}
+            if c.data.tags.get("kind") == "optimizer":
+                for key in CURVES:
+                    hist = self.client.get_metric_history(c.info.run_id, key)
+                    curves[key] = sorted((h.step, h.value) for h in hist)
+            out["children"].append({"name": c.info.run_name, "run_id": c.info.run_id, "params": c.data.params,
+                                    "metrics": c.data.metrics, "tags": c.data.tags, "curves": curves})
+        return out
 
     def run_info(self, run_id: str):
         """The stored run (for tests and reports)."""

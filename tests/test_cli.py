@@ -231,3 +231,27 @@ def test_seeds_make_repeats_with_a_band_figure(tmp_path, runner, small_file, tra
     assert {"convergence.png", "convergence_passes.png", "val_rmse.png", "comparison.csv", "comparison.md"} <= files
     assert parent.data.params["seeds"] == "0,1"
     assert "als_test_rmse_std" in parent.data.metrics
+
+
+def test_report_from_a_logged_comparison(tmp_path, runner, small_file, tracking_uri, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    res = runner.invoke(cli, ["compare", "--dataset", str(small_file), "--rank", "2", "--max-iter", "40",
+                              "--optimizers", "gd,newton-cg,trust-ncg", "--quiet"])
+    assert res.exit_code == 0, res.output
+    res = runner.invoke(cli, ["report", "--out", str(tmp_path / "rep")])
+    assert res.exit_code == 0, res.output
+    text = (tmp_path / "rep" / "report.md").read_text()
+    for part in ("## The objective and its derivatives", "## The methods", "**newton-cg**", "## Results",
+                 "| optimizer |", "![convergence](convergence.png)", "## What the numbers say"):
+        assert part in text, part
+    assert (tmp_path / "rep" / "convergence_passes.png").stat().st_size > 1000
+    from mlflow.tracking import MlflowClient
+    client = MlflowClient(tracking_uri)
+    exp = client.get_experiment_by_name("small")
+    parent = next(r for r in client.search_runs([exp.experiment_id]) if r.data.tags.get("kind") == "comparison")
+    assert "report/report.md" in {a.path for a in client.list_artifacts(parent.info.run_id, "report")}
+
+
+def test_report_without_runs_is_one_line(runner, tracking_uri):
+    res = runner.invoke(cli, ["report"])
+    assert res.exit_code == 2 and "no comparison run" in res.stderr

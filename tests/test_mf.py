@@ -41,32 +41,35 @@ def fd_gradient(fun, x, h=1e-6):
     return g
 
 
-def make(case, seed=0):
+def make(case, seed=0, kernel="auto"):
     rank, reg, reg_bias, weighting = case
-    f = BiasedMF(tiny_ratings(seed=seed), rank=rank, reg=reg, reg_bias=reg_bias, weighting=weighting)
+    f = BiasedMF(tiny_ratings(seed=seed), rank=rank, reg=reg, reg_bias=reg_bias, weighting=weighting, kernel=kernel)
     rng = np.random.default_rng(seed)
     x = rng.normal(0, 0.5, f.n_params)  # a generic point: non-zero factors and biases
     return f, x, rng
 
 
+@pytest.mark.parametrize("kernel", ["numba", "numpy"])
 @pytest.mark.parametrize("case", CASES)
-def test_loss_matches_loop_reference(case):
-    f, x, _ = make(case)
+def test_loss_matches_loop_reference(case, kernel):
+    f, x, _ = make(case, kernel=kernel)
     assert f.loss(x) == pytest.approx(loop_loss(f, x), rel=1e-12)
     assert f.loss_grad(x)[0] == pytest.approx(loop_loss(f, x), rel=1e-12)
 
 
+@pytest.mark.parametrize("kernel", ["numba", "numpy"])
 @pytest.mark.parametrize("case", CASES)
-def test_gradient_matches_finite_differences_of_the_loop_loss(case):
-    f, x, _ = make(case)
+def test_gradient_matches_finite_differences_of_the_loop_loss(case, kernel):
+    f, x, _ = make(case, kernel=kernel)
     g = f.loss_grad(x)[1]
     g_fd = fd_gradient(lambda z: loop_loss(f, z), x)
     np.testing.assert_allclose(g, g_fd, rtol=1e-6, atol=1e-9)
 
 
+@pytest.mark.parametrize("kernel", ["numba", "numpy"])
 @pytest.mark.parametrize("case", CASES)
-def test_hessp_matches_finite_differences_of_the_gradient(case):
-    f, x, rng = make(case)
+def test_hessp_matches_finite_differences_of_the_gradient(case, kernel):
+    f, x, rng = make(case, kernel=kernel)
     for _ in range(3):
         v = rng.normal(size=f.n_params)
         h = 1e-6

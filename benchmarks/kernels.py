@@ -1,0 +1,72 @@
+"""Kernel throughput, measured side by side in one run (issue: fast and large, benchmark 1).
+
+On synthetic ratings (default 1M, rank 32) times, as the median of repeated calls:
+  floor       one fused pass that only computes the residuals (numba)
+  loss_grad   numba fast path, numpy reference
+  hessp       numba fast path, numpy reference (exact product, at a cached x)
+and prints the ratios: fast/floor (targets: loss_grad <= 2x, hessp <= 3x) and numpy/fast.
+
+    python benchmarks/kernels.py [--ratings 1000000] [--rank 32] [--repeat 7]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import numpy as np
+
+from pipeline.data import SyntheticSpec, generate
+from pipeline.objectives import BiasedMF
+from pipeline.objectives import mf_kernels as K
+
+
+def timed(fn, repeat: int) -> float:
+    fn()  # warm up (and compile)
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--ratings", type=int, default=1_000_000)
+    ap.add_argument("--users", type=int, default=6040)
+    ap.add_argument("--items", type=int, default=3706)
+    ap.add_argument("--rank", type=int, default=32)
+    ap.add_argument("--repeat", type=int, default=7)
+    args = ap.parse_args()
+    r = generate(SyntheticSpec(n_users=args.users, n_items=args.items, n_ratings=args.ratings, seed=1))
+    fast = BiasedMF(r, rank=args.rank, kernel="numba")
+    ref = BiasedMF(r, rank=args.rank, kernel="numpy")
+    rng = np.random.default_rng(0)
+    x = fast.init(rng) + 0.01 * rng.normal(size=fast.n_params)
+    v = rng.normal(size=fast.n_params)
+    P, Q, b, c = fast.unpack(x)
+    e = np.empty(fast.n_ratings)
+    floor = timed(lambda: K.residuals(fast.indptr, fast._k_items, fast.ratings, fast.mu, P, Q, b, c, e), args.repeat)
+    lg_fast = timed(lambda: fast.loss_grad(x + 0.0), args.repeat)  # a new array each time: no cache hit
+    lg_ref = timed(lambda: ref.loss_grad(x + 0.0), args.repeat)
+    fast.loss_grad(x)
+    ref.loss_grad(x)
+    hp_fast = timed(lambda: fast.hessp(x, v), args.repeat)
+    hp_ref = timed(lambda: ref.hessp(x, v), args.repeat)
+    rel = lambda a, b: float(np.linalg.norm(a - b) / np.linalg.norm(b))
+    print(f"{len(r):,} ratings, {r.n_users:,} users, {r.n_items:,} items, rank {args.rank}; median of {args.repeat}")
+    print(f"{'':12}{'seconds':>10}{'ns/rating':>11}{'/ floor':>9}{'numpy/fast':>12}")
+    print(f"{'floor':12}{floor:10.4f}{floor / len(r) * 1e9:11.1f}{1.0:9.2f}")
+    print(f"{'loss_grad':12}{lg_fast:10.4f}{lg_fast / len(r) * 1e9:11.1f}{lg_fast / floor:9.2f}{lg_ref / lg_fast:12.1f}"
+          f"   target <= 2x floor: {'met' if lg_fast <= 2 * floor else 'MISSED'}")
+    print(f"{'hessp':12}{hp_fast:10.4f}{hp_fast / len(r) * 1e9:11.1f}{hp_fast / floor:9.2f}{hp_ref / hp_fast:12.1f}"
+          f"   target <= 3x floor: {'met' if hp_fast <= 3 * floor else 'MISSED'}")
+    print(f"{'numpy ref':12} loss_grad {lg_ref:.4f} s, hessp {hp_ref:.4f} s")
+    print(f"fast vs reference: loss_grad rel. diff {rel(fast.loss_grad(x)[1], ref.loss_grad(x)[1]):.1e}, "
+          f"hessp {rel(fast.hessp(x, v), ref.hessp(x, v)):.1e}")
+
+
+if __name__ == "__main__":
+    main()
