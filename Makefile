@@ -11,13 +11,15 @@ STUDY      ?= gd,gd-momentum,newton-cg,newton-cg-gn,trust-ncg,trust-krylov,lbfgs
 ARGS    ?=
 PORT    ?= 5000
 
-.PHONY: install data train compare sweep ui test test-fast check-grad clean help
+.PHONY: install data train compare sweep report bench bench-kernels bench-scale bench-train ui test test-fast check-grad clean help
 
 help:
 	@echo "make train      install, generate the default dataset, compare $(OPTIMIZERS), log to MLflow"
 	@echo "make compare    every optimizer in the registry, 30 s each (STUDY=..., DATASET=..., ARGS='--seeds 0,1,2')"
 	@echo "make sweep      tune rank and penalties on validation, refit, report test RMSE once"
 	@echo "make ui         the MLflow UI on http://127.0.0.1:$(PORT)"
+	@echo "make report     the case study (Markdown + figures) of the newest comparison"
+	@echo "make bench      kernel throughput, 25M-rating scale run, make-train wall time"
 	@echo "make test       the whole test suite"
 	@echo "make check-grad finite-difference check of the gradient and Hessian-vector product"
 	@echo "make clean      remove the venv, the MLflow store, generated data and caches"
@@ -43,6 +45,20 @@ compare: install data
 
 sweep: install data
 	$(BIN)/recsys sweep --dataset $(DATASET) $(ARGS)
+
+report: install
+	$(BIN)/recsys report $(ARGS)
+
+bench: bench-kernels bench-scale bench-train
+
+bench-kernels: install
+	$(BIN)/python benchmarks/kernels.py
+
+bench-scale: install
+	$(BIN)/python benchmarks/scale.py
+
+bench-train: install
+	bash benchmarks/train_time.sh
 
 check-grad: install data
 	$(BIN)/recsys check-grad --dataset $(DATASET) $(ARGS)

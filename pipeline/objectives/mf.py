@@ -40,9 +40,9 @@ Conventions
 ``x = concat(P.ravel(), Q.ravel(), b, c)``, row-major, length ``(m + n)(k + 1)``.
 
 Two implementations of the same math: ``kernel="numpy"``, the readable reference below (sparse
-products, gathered N x k rows), and ``kernel="numba"`` (default when numba is installed), fused
-compiled passes in ``mf_kernels.py`` with memory O(parameters + ratings), parallel over users
-and items. Tests hold them equal to 1e-10 relative.
+products, gathered N x k rows), and ``kernel="numba"`` (default when numba is installed), one
+fused compiled pass per call in ``mf_kernels.py`` with memory O(parameters + ratings), parallel
+over blocks of users. Tests hold them equal to 1e-10 relative.
 With ``E`` the sparse m x n matrix of residuals, the sums are sparse products: ``E @ Q``,
 ``E.T @ P``; every call costs O(N k) time. The state that depends on ``x`` alone (residuals,
 gathered factor rows, ``E``) is cached, so the inner CG steps of Newton-CG at one ``x`` pay only
@@ -124,14 +124,14 @@ class BiasedMF:
         self.n_params = (m + n) * (k + 1)
         self._state: _State | None = None
         if self.kernel == "numba":
-            order_i, indptr_i = self._item_order()
+            from pipeline.objectives import mf_kernels as K
             self._k_items = self.items.astype(np.int64)
-            self._k_i_users = self.users[order_i].astype(np.int64)
-            self._k_i_pos = order_i.astype(np.int64)
-            self._k_i_ptr = indptr_i
+            self._k_bounds = K.blocks(self.indptr)
+            n_blocks = len(self._k_bounds) - 1
+            self._k_Qbuf = np.empty((n_blocks, self.n_items, self.rank))
+            self._k_cbuf = np.empty((n_blocks, self.n_items))
             self._fast_x: np.ndarray | None = None
             self._fast_e = np.empty(self.n_ratings)
-            self._fast_de = np.empty(self.n_ratings)
 
     # -- layout ---------------------------------------------------------------------------
     def unpack(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -180,47 +180,58 @@ class BiasedMF:
         return float(0.5 * lam * (wu @ np.einsum("uk,uk->u", P, P) + wi @ np.einsum("ik,ik->i", Q, Q))
                      + 0.5 * lam_b * (wu @ (b * b) + wi @ (c * c)))
 
+    def _fast_remember(self, x: np.ndarray) -> None:
+        if self._fast_x is None:
+            self._fast_x = np.empty_like(x)
+        np.copyto(self._fast_x, x)
+        self._fast_valid = True
+
     def _fast_loss_grad(self, x: np.ndarray, with_grad: bool = True):
         from pipeline.objectives import mf_kernels as K
         x = np.ascontiguousarray(x, dtype=np.float64)
         P, Q, b, c = self.unpack(x)
-        gP = np.empty_like(P)
-        gb = np.empty(self.n_users)
-        data = K.user_side(self.indptr, self._k_items, self.ratings, self.mu, P, Q, b, c, self._fast_e, gP, gb)
-        self._fast_x = x.copy()
+        g = np.empty(self.n_params)
+        gP, gQ, gb, gc = self.unpack(g)  # the kernel writes straight into the gradient vector
+        data = K.loss_grad(self._k_bounds, self.indptr, self._k_items, self.ratings, self.mu, P, Q, b, c,
+                           self._fast_e, gP, gb, self._k_Qbuf, self._k_cbuf)
+        self._fast_remember(x)
         value = (data + self._penalty(P, Q, b, c)) / self.n_ratings
         if not with_grad:
             return value, None
-        gQ = np.empty_like(Q)
-        gc = np.empty(self.n_items)
-        K.item_side(self._k_i_ptr, self._k_i_users, self._k_i_pos, self._fast_e, P, gQ, gc)
-        lam, lam_b, wu, wi = self.reg, self.reg_bias, self.w_user, self.w_item
-        gP += lam * wu[:, None] * P
-        gQ += lam * wi[:, None] * Q
-        gb += lam_b * wu * b
-        gc += lam_b * wi * c
-        return value, self.pack(gP, gQ, gb, gc) / self.n_ratings
+        np.sum(self._k_Qbuf, axis=0, out=gQ)
+        np.sum(self._k_cbuf, axis=0, out=gc)
+        self._add_penalty(g, x)
+        g /= self.n_ratings
+        return value, g
+
+    def _add_penalty(self, out: np.ndarray, v: np.ndarray) -> None:
+        """``out += D v`` with ``D`` the (diagonal) penalty Hessian, in place."""
+        oP, oQ, ob, oc = self.unpack(out)
+        vP, vQ, vb, vc = self.unpack(v)
+        lam, lam_b = self.reg, self.reg_bias
+        oP += (lam * self.w_user)[:, None] * vP
+        oQ += (lam * self.w_item)[:, None] * vQ
+        ob += lam_b * self.w_user * vb
+        oc += lam_b * self.w_item * vc
 
     def _fast_hessp(self, x: np.ndarray, v: np.ndarray, exact: bool) -> np.ndarray:
         from pipeline.objectives import mf_kernels as K
         x = np.ascontiguousarray(x, dtype=np.float64)
+        P, Q, b, c = self.unpack(x)
         if self._fast_x is None or not np.array_equal(self._fast_x, x):
-            P, Q, b, c = self.unpack(x)
             K.residuals(self.indptr, self._k_items, self.ratings, self.mu, P, Q, b, c, self._fast_e)
-            self._fast_x = x.copy()
-        P, Q, _, _ = self.unpack(x)
-        dP, dQ, db, dc = self.unpack(np.ascontiguousarray(v, dtype=np.float64))
-        hP, hQ = np.empty_like(P), np.empty_like(Q)
-        hb, hc = np.empty(self.n_users), np.empty(self.n_items)
-        K.hessp_user_side(self.indptr, self._k_items, self._fast_e, P, Q, dP, dQ, db, dc, exact, self._fast_de, hP, hb)
-        K.hessp_item_side(self._k_i_ptr, self._k_i_users, self._k_i_pos, self._fast_e, self._fast_de, P, dP, exact,
-                          hQ, hc)
-        lam, lam_b, wu, wi = self.reg, self.reg_bias, self.w_user, self.w_item
-        hP += lam * wu[:, None] * dP
-        hQ += lam * wi[:, None] * dQ
-        hb += lam_b * wu * db
-        hc += lam_b * wi * dc
-        return self.pack(hP, hQ, hb, hc) / self.n_ratings
+            self._fast_remember(x)
+        v = np.ascontiguousarray(v, dtype=np.float64)
+        dP, dQ, db, dc = self.unpack(v)
+        h = np.empty(self.n_params)
+        hP, hQ, hb, hc = self.unpack(h)
+        K.hessp(self._k_bounds, self.indptr, self._k_items, self._fast_e, P, Q, dP, dQ, db, dc, exact,
+                hP, hb, self._k_Qbuf, self._k_cbuf)
+        np.sum(self._k_Qbuf, axis=0, out=hQ)
+        np.sum(self._k_cbuf, axis=0, out=hc)
+        self._add_penalty(h, v)
+        h /= self.n_ratings
+        return h
 
     def _loss(self, s: _State) -> float:
         lam, lam_b, wu, wi = self.reg, self.reg_bias, self.w_user, self.w_item
