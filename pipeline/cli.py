@@ -22,7 +22,7 @@ from pipeline.objectives import WEIGHTINGS
 from pipeline.optim import REGISTRY, StoppingRule
 from pipeline.optim.base import IterationRecord
 
-COMMANDS = ["train", "compare", "sweep", "report", "check-grad", "ui"]
+COMMANDS = ["train", "compare", "sweep", "report", "recommend", "check-grad", "ui"]
 
 
 class InputError(click.ClickException):
@@ -221,6 +221,7 @@ def fit_options(f):
         click.option("--tracking-uri", default=None,
                      help="MLflow tracking URI [default: $MLFLOW_TRACKING_URI, else sqlite:///<project>/mlflow.db]."),
         click.option("--no-tracking", is_flag=True, help="Do not log to MLflow."),
+        click.option("--no-models", is_flag=True, help="Do not log each fit as an MLflow pyfunc model."),
         click.option("--quiet", "-q", is_flag=True, help="No per-iteration progress."),
     ]
     for opt in reversed(opts):
@@ -247,6 +248,7 @@ def _config(kw: dict, optimizers) -> RunConfig:
         rule=StoppingRule(gtol=kw.get("gtol", 1e-5), max_iter=kw.get("max_iter", 1000),
                           max_seconds=kw.get("max_seconds"), patience=kw.get("patience")),
         optimizers=tuple(optimizers), gd_step=kw.get("gd_step"), seed=kw["seed"], seeds=_seeds(kw.get("seeds")),
+        log_models=not kw.get("no_models", False),
     )
 
 
@@ -337,6 +339,9 @@ def _run_comparison(optimizers, kw) -> None:
         click.echo("")
         click.echo(f"MLflow experiment: {result.links['experiment']}")
         click.echo(f"compare the runs:  {result.links['compare']}")
+        if result.model_uris:
+            best = min(result.model_uris, key=lambda n: result.metrics[n]["val_rmse"])
+            click.echo(f"best model ({best}): recsys recommend --model-uri {result.model_uris[best]} --user ID")
         click.echo(f"(start the UI with `make ui` or `recsys ui`; store: {tracker.tracking_uri})")
 
 
@@ -449,6 +454,38 @@ def report(run_id, experiment, out_dir, tracking_uri):
     for f in sorted(folder.iterdir()):
         tracker.log_artifact(run_id, f, "report")
     click.echo(f"wrote {path} (and logged it to run {run_id} under report/)")
+
+
+@cli.command()
+@click.option("--model-uri", required=True, help="A logged model, e.g. runs:/<run_id>/model (printed as a run tag).")
+@click.option("--user", "user_ids", multiple=True, help="A raw user id (repeatable).")
+@click.option("--users", "users_file", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="A file of raw user ids, one per line (vectorized over all of them).")
+@click.option("-n", "n", type=click.IntRange(min=1), default=10, show_default=True, help="Items per user.")
+@click.option("--tracking-uri", default=None,
+              help="MLflow tracking URI [default: $MLFLOW_TRACKING_URI, else sqlite:///<project>/mlflow.db].")
+def recommend(model_uri, user_ids, users_file, n, tracking_uri):
+    """Top-n items each user has not rated in training, from a logged model (titles when known).
+
+    Unknown users get the fallback ranking: items by global mean plus item bias.
+    """
+    import mlflow
+    users = list(user_ids)
+    if users_file:
+        users += [line.strip() for line in Path(users_file).read_text().splitlines() if line.strip()]
+    if not users:
+        raise InputError("give --user ID (repeatable) or --users FILE")
+    mlflow.set_tracking_uri(tracking_uri or default_tracking_uri())
+    from pipeline.tracking import load_recommender
+    try:
+        rec = load_recommender(model_uri)
+    except Exception as exc:  # MLflow raises several types for a bad URI
+        raise InputError(f"cannot load {model_uri}: {str(exc).splitlines()[0]}") from None
+    table = rec.recommend(users, n)
+    unknown = [u for u in users if (rec._index(rec.user_ids, [u]) < 0).all()]
+    for u in unknown:
+        click.echo(f"note: user {u} is unknown to the model; showing the fallback ranking", err=True)
+    click.echo(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
 
 
 @cli.command("check-grad")

@@ -68,6 +68,7 @@ class RunConfig:
     gd_step: float | None = None
     seed: int = 0
     seeds: tuple[int, ...] = ()  # several initialization seeds: one repeat each
+    log_models: bool = True      # log every fit as an MLflow pyfunc model
 
 
 def project_root(start: Path | None = None) -> Path:

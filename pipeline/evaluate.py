@@ -86,3 +86,60 @@ def fit_biases(train: Ratings, reg_bias: float, weighting: str = "count",
         b = np.bincount(u, r - mu - c[i], train.n_users) / den_u
         c = np.bincount(i, r - mu - b[u], train.n_items) / den_i
     return mu, b, c
+
+
+# -- ranking metrics ---------------------------------------------------------------------------------
+def ranking_metrics(scores_fn, train: Ratings, test: Ratings, k: int = 10, threshold: float = 4.0,
+                    batch: int | None = None) -> dict[str, float]:
+    """Top-k metrics on the test split, averaged over users with at least one relevant test item.
+
+    For user u: relevant items ``R_u`` = test items rated ``>= threshold``; candidates = every item
+    u did not rate in training; ``L_u`` = the k candidates with the highest predicted rating.
+
+        precision@k = |L_u & R_u| / k
+        recall@k    = |L_u & R_u| / |R_u|
+        NDCG@k      = DCG / IDCG,  DCG = sum_{j=1..k} rel_j / log2(j + 1),  IDCG = the same for the
+                      ideal list (min(|R_u|, k) ones first)
+        MAP@k       = (1 / min(|R_u|, k)) sum_{j=1..k} rel_j * precision@j
+        coverage    = |union of all L_u| / (number of items)    (over every evaluated user)
+
+    ``scores_fn(user_indices) -> (len(users), n_items)`` predicted ratings.
+    """
+    rel_mask = test.ratings >= threshold
+    users = np.unique(test.users[rel_mask])
+    if len(users) == 0:
+        return {f"precision_at_{k}": float("nan"), f"recall_at_{k}": float("nan"), f"ndcg_at_{k}": float("nan"),
+                f"map_at_{k}": float("nan"), f"coverage_at_{k}": float("nan")}
+    n_items = train.n_items
+    batch = batch or max(1, 20_000_000 // max(n_items, 1))  # about 160 MB of scores at a time
+    discounts = 1.0 / np.log2(np.arange(2, k + 2))
+    prec, rec, ndcg, ap = [], [], [], []
+    shown = np.zeros(n_items, bool)
+    t_order = np.argsort(train.users, kind="stable")
+    t_users, t_items = train.users[t_order], train.items[t_order]
+    r_order = np.argsort(test.users[rel_mask], kind="stable")
+    r_users, r_items = test.users[rel_mask][r_order], test.items[rel_mask][r_order]
+    for start in range(0, len(users), batch):
+        chunk = users[start:start + batch]
+        s = np.array(scores_fn(chunk), dtype=np.float64)
+        for row, u in enumerate(chunk):
+            a, b = np.searchsorted(t_users, [u, u + 1])
+            s[row, t_items[a:b]] = -np.inf
+        kk = min(k, n_items)
+        top = np.argpartition(-s, kk - 1, axis=1)[:, :kk]
+        top = np.take_along_axis(top, np.argsort(-np.take_along_axis(s, top, 1), axis=1, kind="stable"), 1)
+        for row, u in enumerate(chunk):
+            a, b = np.searchsorted(r_users, [u, u + 1])
+            relevant = r_items[a:b]
+            hits = np.isin(top[row], relevant).astype(float)
+            shown[top[row]] = True
+            n_rel = len(relevant)
+            prec.append(hits.sum() / k)
+            rec.append(hits.sum() / n_rel)
+            ideal = discounts[:min(n_rel, k)].sum()
+            ndcg.append(float(hits @ discounts[:len(hits)]) / ideal)
+            prec_at_j = np.cumsum(hits) / np.arange(1, len(hits) + 1)
+            ap.append(float((hits * prec_at_j).sum()) / min(n_rel, k))
+    return {f"precision_at_{k}": float(np.mean(prec)), f"recall_at_{k}": float(np.mean(rec)),
+            f"ndcg_at_{k}": float(np.mean(ndcg)), f"map_at_{k}": float(np.mean(ap)),
+            f"coverage_at_{k}": float(shown.mean())}

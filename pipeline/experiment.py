@@ -52,6 +52,7 @@ class Comparison:
     child_run_ids: dict[str, str] = field(default_factory=dict)
     links: dict[str, str] = field(default_factory=dict)
     folds: list["Comparison"] = field(default_factory=list)
+    model_uris: dict[str, str] = field(default_factory=dict)
 
 
 # -- data ---------------------------------------------------------------------------------------
@@ -120,6 +121,10 @@ def fit(prepared: Prepared, name: str, cfg: RunConfig, listeners: tuple[Listener
     result = minimize(name, obj, prepared.x0, cfg.rule, validate=validate if len(val) else None,
                       listeners=listeners, **options)
     metrics = evaluate.score_split(lambda u, i: obj.predict(result.x, u, i), split)
+    if len(split.test):
+        from pipeline.recommender import Recommender
+        rec = Recommender.from_fit(obj, result.x, prepared.ratings, split.train)
+        metrics.update(evaluate.ranking_metrics(rec.scores, split.train, split.test))
     last = result.final
     metrics.update({"train_loss": last.loss, "grad_norm": last.grad_norm, "rel_grad_norm": last.rel_grad_norm,
                     "fit_seconds": last.seconds, "iterations": last.iteration, "n_fun": last.n_fun,
@@ -172,6 +177,13 @@ def _compare_split(prepared: Prepared, cfg: RunConfig, tracker, parent_id: str |
                 res, m = fit(prepared, name, cfg, listeners + (tracker.curve_listener(rid),))
                 tracker.log_metrics(rid, {k: v for k, v in m.items() if k not in _CURVE_KEYS}, step=res.final.iteration)
                 tracker.set_tags(rid, {"stop_reason": res.reason, "stop_message": res.message})
+                if cfg.log_models:
+                    from pipeline.recommender import Recommender
+                    from pipeline.tracking import log_recommender
+                    uri = log_recommender(tracker, rid, Recommender.from_fit(prepared.objective, res.x,
+                                                                              prepared.ratings, prepared.split.train))
+                    tracker.set_tags(rid, {"model_uri": uri})
+                    out.model_uris[name] = uri
         else:
             res, m = fit(prepared, name, cfg, listeners)
         out.results[name], out.metrics[name] = res, m

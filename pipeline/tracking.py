@@ -203,6 +203,52 @@ class MlflowTracker:
         return self.client.get_run(run_id)
 
 
+with warnings.catch_warnings():  # mlflow suggests type hints on predict; the signature is given explicitly
+    warnings.simplefilter("ignore")
+
+    class RecommenderModel(mlflow.pyfunc.PythonModel):
+        """The MLflow pyfunc face of :class:`pipeline.recommender.Recommender`.
+
+        Input: a DataFrame with columns ``user`` and ``item`` (raw ids). Output: predicted ratings,
+        clipped to the scale; unknown users or items get the documented fallback, never an error.
+        """
+
+        def load_context(self, context):
+            from pipeline.recommender import Recommender
+            self.recommender = Recommender.load(context.artifacts["recommender"])
+
+        def predict(self, context, model_input, params=None):
+            frame = pd.DataFrame(model_input)
+            return self.recommender.predict(frame["user"].to_numpy(), frame["item"].to_numpy())
+
+
+def log_recommender(tracker: "MlflowTracker", run_id: str, recommender) -> str:
+    """Save ``recommender`` as an MLflow pyfunc model (with signature and input example) under the
+    run's ``model/`` artifacts; returns the URI that ``mlflow.pyfunc.load_model`` takes."""
+    import tempfile
+    from mlflow.models import infer_signature
+    with tempfile.TemporaryDirectory() as tmp:
+        npz = recommender.save(Path(tmp) / "recommender.npz")
+        example = pd.DataFrame({"user": recommender.user_ids[:3].tolist() + [recommender.user_ids[0]],
+                                "item": recommender.item_ids[:3].tolist() + [recommender.item_ids[-1]]})
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            signature = infer_signature(example, recommender.predict(example["user"], example["item"]))
+            mlflow.pyfunc.save_model(Path(tmp) / "model", python_model=RecommenderModel(),
+                                     artifacts={"recommender": str(npz)}, signature=signature,
+                                     input_example=example,
+                                     pip_requirements=[f"mlflow=={mlflow.__version__}", "numpy", "pandas",
+                                                       "recsys"])
+        tracker.client.log_artifacts(run_id, str(Path(tmp) / "model"), "model")
+    return f"runs:/{run_id}/model"
+
+
+def load_recommender(model_uri: str):
+    """The :class:`Recommender` inside a logged pyfunc model (for top-n lists)."""
+    model = mlflow.pyfunc.load_model(model_uri)
+    return model.unwrap_python_model().recommender if hasattr(model, "unwrap_python_model") else model._model_impl.python_model.recommender
+
+
 def ui_command(tracking_uri: str, host: str = UI_HOST, port: int = UI_PORT) -> list[str]:
     """The ``mlflow ui`` command line for ``tracking_uri``."""
     import sys

@@ -1,0 +1,83 @@
+"""Ranking metrics on hand-computed cases; the recommender; the pyfunc model round trip."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+from pipeline import evaluate, experiment
+from pipeline.cli import cli
+from pipeline.config import DataConfig, ModelConfig, RunConfig
+from pipeline.data import from_raw
+from pipeline.optim import StoppingRule
+
+
+def test_ranking_metrics_by_hand():
+    # 1 user, 6 items; trained on item 0; test: items 1 (5 stars), 2 (2 stars), 3 (4 stars)
+    train = from_raw(np.array([1]), np.array([0]), np.array([3.0]), rating_scale=(1, 5))
+    train = train.__class__(**{**train.__dict__, "item_ids": np.arange(6)})
+    test = train.__class__(**{**train.__dict__, "users": np.array([0, 0, 0], np.int32),
+                              "items": np.array([1, 2, 3], np.int32), "ratings": np.array([5.0, 2.0, 4.0])})
+    # predicted order of candidates (item 0 excluded as trained): 3, 5, 1, 4, 2
+    scores = np.array([[9.0, 3.0, 0.0, 5.0, 1.0, 4.0]])
+    m = evaluate.ranking_metrics(lambda users: scores[[0] * len(users)], train, test, k=3, threshold=4.0)
+    # top-3 = [3, 5, 1]; relevant {1, 3}; hits [1, 0, 1]
+    assert m["precision_at_3"] == pytest.approx(2 / 3)
+    assert m["recall_at_3"] == pytest.approx(1.0)
+    dcg = 1 + 1 / math.log2(4)
+    idcg = 1 + 1 / math.log2(3)
+    assert m["ndcg_at_3"] == pytest.approx(dcg / idcg)
+    assert m["map_at_3"] == pytest.approx((1 / 1 + 2 / 3) / 2)
+    assert m["coverage_at_3"] == pytest.approx(3 / 6)
+
+
+def test_recommender_predicts_ranks_and_falls_back(small_synthetic):
+    cfg = RunConfig(data=DataConfig(dataset="unused"), model=ModelConfig(rank=3),
+                    rule=StoppingRule(gtol=1e-6, max_iter=100), optimizers=("lbfgs",))
+    prep = experiment.prepare(cfg, small_synthetic)
+    res, metrics = experiment.fit(prep, "lbfgs", cfg)
+    assert {"precision_at_10", "recall_at_10", "ndcg_at_10", "map_at_10", "coverage_at_10"} <= set(metrics)
+    from pipeline.recommender import Recommender
+    rec = Recommender.from_fit(prep.objective, res.x, prep.ratings, prep.split.train)
+    t = prep.split.test
+    raw_u, raw_i = prep.ratings.user_ids[t.users], prep.ratings.item_ids[t.items]
+    expected = np.clip(prep.objective.predict(res.x, t.users, t.items), 1, 5)
+    np.testing.assert_allclose(rec.predict(raw_u, raw_i), expected, rtol=1e-12)
+    np.testing.assert_allclose(rec.predict(raw_u.astype(str), raw_i), expected, rtol=1e-12)  # ids as text
+    fallback = rec.predict(np.array([10**9]), raw_i[:1])
+    assert fallback[0] == pytest.approx(np.clip(prep.objective.mu + rec.c[t.items[0]], 1, 5))
+    top = rec.recommend([raw_u[0], 10**9], n=5)
+    assert len(top) == 10 and list(top["rank"][:5]) == [1, 2, 3, 4, 5]
+    seen = set(prep.ratings.item_ids[prep.split.train.items[prep.split.train.users == t.users[0]]].tolist())
+    assert not seen & set(top[top["user"] == raw_u[0]]["item"].tolist())  # nothing already rated
+    assert top["score"].is_monotonic_decreasing or (top.groupby("user")["score"].apply(lambda s: s.is_monotonic_decreasing).all())
+
+
+def test_pyfunc_round_trip_and_recommend_cli(tmp_path, small_synthetic, tracking_uri, monkeypatch):
+    import mlflow
+    from pipeline.tracking import MlflowTracker
+    monkeypatch.chdir(tmp_path)
+    tracker = MlflowTracker(tracking_uri, artifact_root=tmp_path / "art")
+    cfg = RunConfig(data=DataConfig(dataset="unused"), model=ModelConfig(rank=3),
+                    rule=StoppingRule(gtol=1e-6, max_iter=50), optimizers=("lbfgs",))
+    out = experiment.compare(cfg, tracker, ratings=small_synthetic)
+    uri = out.model_uris["lbfgs"]
+    mlflow.set_tracking_uri(tracking_uri)
+    model = mlflow.pyfunc.load_model(uri)
+    t = out.prepared.split.test
+    frame = pd.DataFrame({"user": out.prepared.ratings.user_ids[t.users], "item": out.prepared.ratings.item_ids[t.items]})
+    pred = np.asarray(model.predict(frame))
+    expected = np.clip(out.prepared.objective.predict(out.results["lbfgs"].x, t.users, t.items), 1, 5)
+    np.testing.assert_allclose(pred, expected, rtol=1e-12)
+    unknown = np.asarray(model.predict(pd.DataFrame({"user": [10**9], "item": [10**9]})))
+    assert unknown[0] == pytest.approx(np.clip(out.prepared.objective.mu, 1, 5))
+    assert model.metadata.signature is not None
+    res = CliRunner().invoke(cli, ["recommend", "--model-uri", uri, "--user", str(frame["user"][0]), "-n", "3"])
+    assert res.exit_code == 0, res.output
+    assert len([l for l in res.stdout.splitlines()[1:] if l.strip()]) == 3
+    res = CliRunner().invoke(cli, ["recommend", "--model-uri", "runs:/nope/model", "--user", "1"])
+    assert res.exit_code == 2 and "cannot load" in res.stderr
