@@ -180,7 +180,13 @@ def split_options(f):
 
 
 def model_options(f):
+    from pipeline.objectives import MODELS
     opts = [
+        click.option("--model", type=click.Choice(list(MODELS)), default="mf", show_default=True,
+                     help="mf: biased matrix factorization; logreg: logistic regression on user and item "
+                          "indicators predicting rating >= --threshold (RMSE is then the root Brier score)."),
+        click.option("--threshold", type=float, default=4.0, show_default=True,
+                     help="logreg: ratings at or above this are the positive class."),
         click.option("--seed", type=int, default=0, show_default=True, help="Seed of the starting point."),
         click.option("--rank", type=click.IntRange(min=1), default=ModelConfig.rank, show_default=True,
                      help="Number of latent factors k."),
@@ -243,8 +249,8 @@ def _data_config(kw: dict) -> DataConfig:
 def _config(kw: dict, optimizers) -> RunConfig:
     return RunConfig(
         data=_data_config(kw),
-        model=ModelConfig(rank=kw["rank"], reg=kw["reg"], reg_bias=kw["reg_bias"], weighting=kw["weighting"],
-                          init_scale=kw["init_scale"]),
+        model=ModelConfig(model=kw.get("model", "mf"), rank=kw["rank"], reg=kw["reg"], reg_bias=kw["reg_bias"],
+                          weighting=kw["weighting"], init_scale=kw["init_scale"], threshold=kw.get("threshold", 4.0)),
         rule=StoppingRule(gtol=kw.get("gtol", 1e-5), max_iter=kw.get("max_iter", 1000),
                           max_seconds=kw.get("max_seconds"), patience=kw.get("patience")),
         optimizers=tuple(optimizers), gd_step=kw.get("gd_step"), seed=kw["seed"], seeds=_seeds(kw.get("seeds")),

@@ -26,11 +26,14 @@ DEFAULT_OPTIMIZERS = ("gd", "newton-cg", "lbfgs")
 
 @dataclass(frozen=True)
 class ModelConfig:
+    model: str = "mf"          # mf (biased matrix factorization) or logreg (rating >= threshold)
     rank: int = 10
     reg: float = 0.1
     reg_bias: float = 0.1
     weighting: str = "count"
     init_scale: float = 0.1
+    kernel: str = "auto"       # mf: numba fast path or numpy reference
+    threshold: float = 4.0     # logreg: the positive class is rating >= threshold
 
 
 @dataclass(frozen=True)

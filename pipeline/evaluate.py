@@ -37,17 +37,24 @@ def mae(pred: np.ndarray, truth: np.ndarray) -> float:
     return float(np.mean(np.abs(np.asarray(pred, np.float64) - np.asarray(truth, np.float64))))
 
 
-def score(predict: Predictor, ratings: Ratings, prefix: str) -> dict[str, float]:
-    """``{prefix}_rmse`` and ``{prefix}_mae`` of ``predict`` on ``ratings`` (clipped)."""
-    pred = clip(predict(ratings.users, ratings.items), ratings.rating_scale)
-    return {f"{prefix}_rmse": rmse(pred, ratings.ratings), f"{prefix}_mae": mae(pred, ratings.ratings)}
+def score(predict: Predictor, ratings: Ratings, prefix: str, model=None) -> dict[str, float]:
+    """``{prefix}_rmse`` and ``{prefix}_mae`` of ``predict`` on ``ratings`` (clipped).
+
+    A model may define what it predicts: ``model.target(ratings)`` (default: the rating) and
+    ``model.output_range(scale)`` (default: the rating scale). For logistic regression the target
+    is the 0/1 label, so RMSE is the root Brier score.
+    """
+    truth = model.target(ratings.ratings) if hasattr(model, "target") else ratings.ratings
+    bounds = model.output_range(ratings.rating_scale) if hasattr(model, "output_range") else ratings.rating_scale
+    pred = clip(predict(ratings.users, ratings.items), bounds)
+    return {f"{prefix}_rmse": rmse(pred, truth), f"{prefix}_mae": mae(pred, truth)}
 
 
-def score_split(predict: Predictor, split: Split) -> dict[str, float]:
+def score_split(predict: Predictor, split: Split, model=None) -> dict[str, float]:
     """RMSE and MAE on train, validation and test, under the flat split-prefixed names."""
     out: dict[str, float] = {}
     for prefix, part in (("train", split.train), ("val", split.validation), ("test", split.test)):
-        out.update(score(predict, part, prefix))
+        out.update(score(predict, part, prefix, model))
     return out
 
 

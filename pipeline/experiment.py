@@ -21,7 +21,7 @@ from pipeline import evaluate, report
 from pipeline.config import DataConfig, RunConfig
 from pipeline.data import (ReadOptions, Ratings, Split, filter_min_counts, load_dataset, load_predefined,
                            make_splits)
-from pipeline.objectives import BiasedMF
+from pipeline.objectives import BiasedMF, build_objective
 from pipeline.objectives.check import check_derivatives
 from pipeline.optim import REGISTRY, OptimizeResult, minimize
 from pipeline.optim.base import Listener
@@ -78,9 +78,7 @@ def load_splits(d: DataConfig, ratings: Ratings | None = None, progress=None) ->
 
 
 def prepare_split(split: Split, ratings: Ratings, cfg: RunConfig, seed: int | None = None) -> Prepared:
-    m = cfg.model
-    objective = BiasedMF(split.train, rank=m.rank, reg=m.reg, reg_bias=m.reg_bias,
-                         weighting=m.weighting, init_scale=m.init_scale)
+    objective = build_objective(split.train, cfg.model)
     seed = cfg.seed if seed is None else seed
     x0 = objective.init(np.random.default_rng(seed))
     return Prepared(ratings, split, objective, x0, seed)
@@ -114,14 +112,13 @@ def fit(prepared: Prepared, name: str, cfg: RunConfig, listeners: tuple[Listener
     val = split.validation
 
     def validate(x: np.ndarray) -> float:
-        pred = evaluate.clip(obj.predict(x, val.users, val.items), val.rating_scale)
-        return evaluate.rmse(pred, val.ratings)
+        return evaluate.score(lambda u, i: obj.predict(x, u, i), val, "val", obj)["val_rmse"]
 
     options = {"step": cfg.gd_step} if name == "gd" and cfg.gd_step is not None else {}
     result = minimize(name, obj, prepared.x0, cfg.rule, validate=validate if len(val) else None,
                       listeners=listeners, **options)
-    metrics = evaluate.score_split(lambda u, i: obj.predict(result.x, u, i), split)
-    if len(split.test):
+    metrics = evaluate.score_split(lambda u, i: obj.predict(result.x, u, i), split, obj)
+    if len(split.test) and isinstance(obj, BiasedMF):
         from pipeline.recommender import Recommender
         rec = Recommender.from_fit(obj, result.x, prepared.ratings, split.train)
         metrics.update(evaluate.ranking_metrics(rec.scores, split.train, split.test))
@@ -136,6 +133,10 @@ def fit(prepared: Prepared, name: str, cfg: RunConfig, listeners: tuple[Listener
 
 def baselines(prepared: Prepared, cfg: RunConfig) -> dict[str, dict]:
     split = prepared.split
+    obj = prepared.objective
+    if hasattr(obj, "target"):  # a model with its own target: predict the training mean of it
+        rate = float(obj.target(split.train.ratings).mean())
+        return {"global-rate": evaluate.score_split(lambda u, i: np.full(len(u), rate), split, obj)}
     preds = {
         "global-mean": evaluate.global_mean_baseline(split.train),
         "biases-only": evaluate.biases_baseline(split.train, cfg.model.reg_bias, cfg.model.weighting),
@@ -177,7 +178,7 @@ def _compare_split(prepared: Prepared, cfg: RunConfig, tracker, parent_id: str |
                 res, m = fit(prepared, name, cfg, listeners + (tracker.curve_listener(rid),))
                 tracker.log_metrics(rid, {k: v for k, v in m.items() if k not in _CURVE_KEYS}, step=res.final.iteration)
                 tracker.set_tags(rid, {"stop_reason": res.reason, "stop_message": res.message})
-                if cfg.log_models:
+                if cfg.log_models and isinstance(prepared.objective, BiasedMF):
                     from pipeline.recommender import Recommender
                     from pipeline.tracking import log_recommender
                     uri = log_recommender(tracker, rid, Recommender.from_fit(prepared.objective, res.x,

@@ -120,9 +120,9 @@ def from_raw(
     item_ids, items = np.unique(np.asarray(item_raw), return_inverse=True)
     users = users.astype(np.int32).ravel()
     items = items.astype(np.int32).ravel()
-    key = users.astype(np.int64) * len(item_ids) + items
-    uniq, counts = np.unique(key, return_counts=True)
-    if len(uniq) != len(key):
+    key = np.sort(users.astype(np.int64) * len(item_ids) + items)
+    if len(key) > 1 and (key[1:] == key[:-1]).any():
+        uniq, counts = np.unique(key, return_counts=True)
         dup = uniq[counts > 1]
         u, i = divmod(int(dup[0]), len(item_ids))
         raise DataError(

@@ -63,34 +63,42 @@ def _user_counts(spec: SyntheticSpec, rng: np.random.Generator) -> np.ndarray:
     return counts
 
 
+def _unique_sorted(key: np.ndarray) -> np.ndarray:
+    """Sorted distinct values (sort + compare; numpy 2's hash-based ``unique`` is far slower here)."""
+    key = np.sort(key)
+    return key[np.concatenate([[True], key[1:] != key[:-1]])] if len(key) else key
+
+
 def _draw_items(counts: np.ndarray, pop: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """For each user u, ``counts[u]`` distinct items drawn in proportion to ``pop``.
 
     Vectorized rejection: draw with replacement, drop repeated (user, item) pairs, redraw the
-    shortfall; users still short after a few rounds take uniformly from their unrated items.
+    shortfall. Heavy users run out of popular items, so after a few popularity-weighted rounds
+    the shortfall is drawn uniformly (few collisions), and the last few users short after that
+    take uniformly from their unrated items. Work stays O(N log N) at any size.
     """
-    n_items = len(pop)
+    n_items, n_users = len(pop), len(counts)
     p = pop / pop.sum()
-    users = np.repeat(np.arange(len(counts)), counts)
+    users = np.repeat(np.arange(n_users), counts)
     items = rng.choice(n_items, size=len(users), p=p)
-    for _ in range(30):
-        key = users.astype(np.int64) * n_items + items
-        key = np.unique(key)
+    for round_ in range(60):
+        key = _unique_sorted(users.astype(np.int64) * n_items + items)
         users, items = np.divmod(key, n_items)
-        have = np.bincount(users, minlength=len(counts))
-        deficit = counts - have
+        deficit = counts - np.bincount(users, minlength=n_users)
         if not deficit.any():
             return users, items
-        extra_users = np.repeat(np.arange(len(counts)), deficit)
-        extra_items = rng.choice(n_items, size=len(extra_users), p=p)
+        extra_users = np.repeat(np.arange(n_users), deficit)
+        extra_items = (rng.choice(n_items, size=len(extra_users), p=p) if round_ < 8
+                       else rng.integers(0, n_items, size=len(extra_users)))
         users = np.concatenate([users, extra_users])
         items = np.concatenate([items, extra_items])
-    key = np.unique(users.astype(np.int64) * n_items + items)
+    key = _unique_sorted(users.astype(np.int64) * n_items + items)
     users, items = np.divmod(key, n_items)
-    have = np.bincount(users, minlength=len(counts))
+    have = np.bincount(users, minlength=n_users)
+    starts = np.concatenate([[0], np.cumsum(have)])
     extra_u, extra_i = [], []
     for u in np.flatnonzero(have < counts):
-        rated = items[users == u]
+        rated = items[starts[u]:starts[u + 1]]  # users are sorted: the user's items are one slice
         free = np.setdiff1d(np.arange(n_items), rated)
         pick = rng.choice(free, size=counts[u] - have[u], replace=False)
         extra_u.append(np.full(len(pick), u))

@@ -14,14 +14,16 @@ from pipeline.optim.base import CountedObjective, Monitor
 from pipeline.optim.registry import register
 
 
-def _require(objective: CountedObjective, capability: str, name: str) -> None:
+def _missing(objective: CountedObjective, capability: str, name: str) -> str | None:
     if not hasattr(objective.objective, capability):
-        raise TypeError(f"{name} needs a model with {capability}(); {type(objective.objective).__name__} has none")
+        return f"{name} needs a model with {capability}(); {type(objective.objective).__name__} has none"
+    return None
 
 
 @register("als", "alternating least squares: exact ridge solves for users, then items (with biases)")
 def als(objective: CountedObjective, x0: np.ndarray, monitor: Monitor) -> tuple[np.ndarray, str]:
-    _require(objective, "als_sweep", "als")
+    if (why := _missing(objective, "als_sweep", "als")):
+        return x0, why
     x = x0
     while True:
         x = objective.objective.als_sweep(x)
@@ -40,7 +42,8 @@ def sgd(objective: CountedObjective, x0: np.ndarray, monitor: Monitor, lr: float
     Minimizes ``N L`` under count weighting (see ``BiasedMF.sgd_epoch``); with ``weighting="none"``
     it would minimize a different function, so it refuses.
     """
-    _require(objective, "sgd_epoch", "sgd")
+    if (why := _missing(objective, "sgd_epoch", "sgd")):
+        return x0, why
     if getattr(objective.objective, "weighting", "count") != "count":
         return x0, "sgd minimizes the count-weighted objective only: run it with --weighting count"
     rng = np.random.default_rng(seed)
