@@ -226,6 +226,14 @@ def fit_options(f):
                      help="Several initialization seeds: each a repeat (child run); the parent gets mean and spread."),
         click.option("--tracking-uri", default=None,
                      help="MLflow tracking URI [default: $MLFLOW_TRACKING_URI, else sqlite:///<project>/mlflow.db]."),
+        click.option("--backend", type=click.Choice(["local", "dask"]), default="local", show_default=True,
+                     help="Where the objective's sums run. dask: ratings sharded by user blocks on Dask workers, "
+                          "the optimizer on this machine (needs pip install '.[dask]'); als and sgd stay local-only "
+                          "and stop with a message there."),
+        click.option("--scheduler", default=None, help="dask: address of a running scheduler (tcp://host:8786); "
+                                                        "without it a LocalCluster of --workers processes is started."),
+        click.option("--workers", type=click.IntRange(min=1), default=2, show_default=True,
+                     help="dask: LocalCluster worker processes."),
         click.option("--no-tracking", is_flag=True, help="Do not log to MLflow."),
         click.option("--no-models", is_flag=True, help="Do not log each fit as an MLflow pyfunc model."),
         click.option("--quiet", "-q", is_flag=True, help="No per-iteration progress."),
@@ -329,11 +337,24 @@ def _run_comparison(optimizers, kw) -> None:
                    f"{len(prep.split.test):,} (test rows with a cold user {cold['test_cold_user_rows']}, "
                    f"cold item {cold['test_cold_item_rows']}); {prep.objective.n_params:,} parameters", err=True)
 
+    client = None
+    if kw.get("backend") == "dask":
+        from pipeline.distributed import BackendError, connect
+        try:
+            client = connect(kw.get("scheduler"), kw.get("workers", 2))
+        except BackendError as exc:
+            raise InputError(str(exc)) from None
+        click.echo(f"dask: {len(client.scheduler_info()['workers'])} workers at {client.scheduler.address}", err=True)
     try:
         result = experiment.compare(cfg, tracker, None if kw.get("quiet") else Progress(), on_start=started,
-                                    download_progress=DownloadProgress())
+                                    download_progress=DownloadProgress(), client=client)
     except ValueError as exc:
         raise InputError(str(exc)) from None
+    except RuntimeError as exc:  # BackendError: the cluster failed mid-fit; the runs are marked FAILED
+        raise click.ClickException(str(exc)) from None
+    finally:
+        if client is not None:
+            client.close()
     click.echo("")
     if result.folds:
         click.echo(f"mean over {len(result.folds)} repeats (folds x seeds; test_rmse_std: spread of test RMSE)")

@@ -77,8 +77,17 @@ def load_splits(d: DataConfig, ratings: Ratings | None = None, progress=None) ->
     return ratings, splits
 
 
-def prepare_split(split: Split, ratings: Ratings, cfg: RunConfig, seed: int | None = None) -> Prepared:
-    objective = build_objective(split.train, cfg.model)
+def prepare_split(split: Split, ratings: Ratings, cfg: RunConfig, seed: int | None = None,
+                  client=None) -> Prepared:
+    if client is not None:  # the dask backend: same objective, sums on the cluster
+        if cfg.model.model != "mf":
+            raise ValueError("the dask backend runs the mf model only")
+        from pipeline.distributed import DaskMF
+        m = cfg.model
+        objective = DaskMF(split.train, client, rank=m.rank, reg=m.reg, reg_bias=m.reg_bias, weighting=m.weighting,
+                           init_scale=m.init_scale, kernel=m.kernel)
+    else:
+        objective = build_objective(split.train, cfg.model)
     seed = cfg.seed if seed is None else seed
     x0 = objective.init(np.random.default_rng(seed))
     return Prepared(ratings, split, objective, x0, seed)
@@ -102,6 +111,7 @@ def run_params(cfg: RunConfig, prepared: Prepared) -> dict:
         "n_params": prepared.objective.n_params, "n_train": len(split.train),
         "n_val": len(split.validation), "n_test": len(split.test),
         "min_user_ratings": d.min_user_ratings, "min_item_ratings": d.min_item_ratings,
+        "backend": "dask" if type(prepared.objective).__name__ == "DaskMF" else "local",
     }
 
 
@@ -206,7 +216,7 @@ def _log_split_artifacts(tracker, run_id: str, out: Comparison, cfg: RunConfig, 
 
 def compare(cfg: RunConfig, tracker=None, progress: Listener | None = None,
             ratings: Ratings | None = None, on_start: Callable[[Prepared], None] | None = None,
-            download_progress=None) -> Comparison:
+            download_progress=None, client=None) -> Comparison:
     """Run ``cfg.optimizers`` (and the baselines) and log them as one parent run with children.
 
     Several folds (k-fold) or several initialization seeds (``cfg.seeds``) make *repeats*: each
@@ -217,7 +227,7 @@ def compare(cfg: RunConfig, tracker=None, progress: Listener | None = None,
         raise KeyError(f"unknown optimizer(s) {', '.join(unknown)}; choose from {', '.join(REGISTRY)}")
     ratings, splits = load_splits(cfg.data, ratings, download_progress)
     seeds = cfg.seeds or (cfg.seed,)
-    prepared = [prepare_split(s, ratings, cfg, seed) for s in splits for seed in seeds]
+    prepared = [prepare_split(s, ratings, cfg, seed, client) for s in splits for seed in seeds]
     if on_start:
         on_start(prepared[0])
     title = f"{ratings.name}: rank {cfg.model.rank}, reg {cfg.model.reg:g}, gtol {cfg.rule.gtol:g}"

@@ -89,7 +89,8 @@ class BiasedMF:
     """The objective above on a training set. See the module docstring for the math."""
 
     def __init__(self, train: Ratings, rank: int = 10, reg: float = 0.05, reg_bias: float = 0.05,
-                 weighting: str = "count", init_scale: float = 0.1, kernel: str = "auto"):
+                 weighting: str = "count", init_scale: float = 0.1, kernel: str = "auto",
+                 mu: float | None = None):
         if rank < 1:
             raise ValueError(f"rank must be a positive integer, got {rank}")
         if reg < 0 or reg_bias < 0:
@@ -111,7 +112,7 @@ class BiasedMF:
         self.items = train.items[order].astype(np.int64)
         self.ratings = train.ratings[order]
         self.n_ratings = len(self.ratings)
-        self.mu = float(self.ratings.mean())
+        self.mu = float(self.ratings.mean()) if mu is None else float(mu)  # a shard uses the global mean
         self.user_counts = np.bincount(self.users, minlength=self.n_users).astype(np.float64)
         self.item_counts = np.bincount(self.items, minlength=self.n_items).astype(np.float64)
         self.indptr = np.concatenate([[0], np.cumsum(self.user_counts)]).astype(np.int64)

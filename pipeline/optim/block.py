@@ -15,7 +15,7 @@ from pipeline.optim.registry import register
 
 
 def _missing(objective: CountedObjective, capability: str, name: str) -> str | None:
-    if not hasattr(objective.objective, capability):
+    if getattr(objective.objective, capability, None) is None:
         return f"{name} needs a model with {capability}(); {type(objective.objective).__name__} has none"
     return None
 
