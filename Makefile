@@ -11,7 +11,7 @@ STUDY      ?= gd,gd-momentum,newton-cg,newton-cg-gn,trust-ncg,trust-krylov,lbfgs
 ARGS    ?=
 PORT    ?= 5000
 
-.PHONY: install data train compare sweep report bench bench-kernels bench-scale bench-train ui test test-fast check-grad clean help
+.PHONY: install data train compare sweep report bench bench-kernels bench-scale bench-train bench-peers ui test test-fast check-grad clean help
 
 help:
 	@echo "make train      install, generate the default dataset, compare $(OPTIMIZERS), log to MLflow"
@@ -60,6 +60,16 @@ bench-scale: install
 bench-train: install
 	bash benchmarks/train_time.sh
 
+ML100K ?= data/ml-100k/u.data
+.venv-peers/.installed:
+	$(PYTHON) -m venv .venv-peers
+	.venv-peers/bin/python -m pip install --quiet --upgrade pip
+	.venv-peers/bin/python -m pip install --quiet scikit-surprise cmfrec pandas
+	@touch $@
+
+bench-peers: install .venv-peers/.installed
+	$(BIN)/python benchmarks/peers.py $(ML100K)
+
 check-grad: install data
 	$(BIN)/recsys check-grad --dataset $(DATASET) $(ARGS)
 
@@ -73,5 +83,5 @@ test-fast: install
 	$(BIN)/python -m pytest -q -m "not slow"
 
 clean:
-	rm -rf $(VENV) mlflow.db mlartifacts mlruns data/synthetic reports .pytest_cache .hypothesis
+	rm -rf $(VENV) .venv-peers mlflow.db mlartifacts mlruns data/synthetic reports .pytest_cache .hypothesis
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -1,0 +1,75 @@
+"""Peers side by side on the same split (issue: fast and large, benchmark 2).
+
+Writes a seeded random 80/20 split of MovieLens 100K (`u.data` or the archive, placed by hand),
+runs scikit-surprise and cmfrec in their own virtual environment (benchmarks/peers_fit.py), then
+fits ours (ALS and Newton-CG, count-weighted penalties) from one start and reports, next to each
+peer's fit time and test RMSE, the wall time at which our test RMSE first reaches the best
+peer's, and our final test RMSE. The test RMSE at each iteration is computed only for this
+timing (it is a benchmark, not a model selection).
+
+    python benchmarks/peers.py PATH_TO_u.data_OR_ml-100k.zip [--peers-python .venv-peers/bin/python]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from pipeline import evaluate
+from pipeline.config import ModelConfig
+from pipeline.data import ReadOptions, load_predefined, random_split, read_ratings, write_udata
+from pipeline.objectives import build_objective
+from pipeline.optim import StoppingRule, minimize
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("dataset")
+    ap.add_argument("--peers-python", default=".venv-peers/bin/python")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    ratings = read_ratings(args.dataset)
+    split = random_split(ratings, (0.8, 0.0, 0.2), seed=args.seed)
+    with tempfile.TemporaryDirectory() as tmp:
+        for part in ("train", "test"):
+            write_udata(getattr(split, part), Path(tmp) / f"{part}.tsv")
+        out = subprocess.run([args.peers_python, "benchmarks/peers_fit.py", tmp], capture_output=True, text=True)
+        peers = [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
+        if out.returncode != 0:
+            print(out.stderr.strip().splitlines()[-1] if out.stderr.strip() else "peers failed")
+        split = load_predefined(str(Path(tmp) / "train.tsv"), str(Path(tmp) / "test.tsv"),
+                                options=ReadOptions(format="udata"))
+    peers = [p for p in peers if "error" not in p]
+    best = min(peers, key=lambda p: p["test_rmse"]) if peers else None
+    fastest = min(peers, key=lambda p: p["fit_seconds"]) if peers else None
+    print(f"MovieLens 100K, random 80/20 split (seed {args.seed}): {len(split.train):,} train, {len(split.test):,} test")
+    print(f"{'method':48}{'fit s':>8}{'test RMSE':>11}")
+    for p in peers:
+        print(f"{p['peer']:48}{p['fit_seconds']:8.2f}{p['test_rmse']:11.4f}")
+    test = split.test
+    for name, model, optimizer in (("ours: ALS (rank 50, reg 0.12, reg_bias 0.05)", ModelConfig(rank=50, reg=0.12, reg_bias=0.05), "als"),
+                                   ("ours: Newton-CG (rank 50, reg 0.12, reg_bias 0.05)", ModelConfig(rank=50, reg=0.12, reg_bias=0.05), "newton-cg")):
+        f = build_objective(split.train, model)
+        x0 = f.init(np.random.default_rng(0))
+        reached = {}
+        res = minimize(optimizer, f, x0, StoppingRule(gtol=1e-5, max_iter=30, max_seconds=60),
+                       validate=lambda x, f=f: evaluate.rmse(evaluate.clip(f.predict(x, test.users, test.items), (1, 5)), test.ratings))
+        for r in res.history:
+            if best and "t" not in reached and r.val_rmse <= best["test_rmse"]:
+                reached["t"] = r.seconds
+        final = res.final.val_rmse
+        best_seen = min(r.val_rmse for r in res.history)
+        when = f"{reached['t']:.2f} s" if "t" in reached else "not reached"
+        print(f"{name:48}{res.final.seconds:8.2f}{final:11.4f}   best {best_seen:.4f}; reaches the best peer's "
+              f"{best['test_rmse'] if best else float('nan'):.4f} at {when}")
+    if fastest:
+        print(f"fastest peer fit: {fastest['peer']} {fastest['fit_seconds']:.2f} s")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,51 @@
+"""Runs inside the peers' own virtual environment (.venv-peers): fits scikit-surprise and cmfrec on
+a split written by `recsys data split` and prints one JSON line per peer (fit seconds, test RMSE).
+Never imported by the project; the peers are not runtime dependencies.
+
+    .venv-peers/bin/python benchmarks/peers_fit.py SPLIT_DIR
+"""
+
+import json
+import sys
+import time
+
+import numpy as np
+import pandas as pd
+
+cols = ["user", "item", "rating", "timestamp"]
+split = sys.argv[1]
+train = pd.read_csv(f"{split}/train.tsv", sep="\t", names=cols)
+test = pd.read_csv(f"{split}/test.tsv", sep="\t", names=cols)
+
+
+def rmse(pred):
+    return float(np.sqrt(np.mean((np.clip(pred, 1, 5) - test["rating"].to_numpy()) ** 2)))
+
+
+try:
+    from surprise import SVD, Dataset, Reader
+    data = Dataset.load_from_df(train[["user", "item", "rating"]], Reader(rating_scale=(1, 5)))
+    trainset = data.build_full_trainset()
+    for name, algo in (("surprise SVD (defaults: k=100, 20 epochs)", SVD(random_state=0)),
+                       ("surprise SVD (k=50, 40 epochs, reg 0.05)", SVD(n_factors=50, n_epochs=40, reg_all=0.05,
+                                                                         lr_all=0.007, random_state=0))):
+        t = time.perf_counter()
+        algo.fit(trainset)
+        seconds = time.perf_counter() - t
+        pred = np.array([algo.predict(u, i).est for u, i in zip(test["user"], test["item"])])
+        print(json.dumps({"peer": name, "fit_seconds": seconds, "test_rmse": rmse(pred)}))
+except ImportError as exc:
+    print(json.dumps({"peer": "surprise", "error": str(exc)}))
+
+try:
+    from cmfrec import CMF
+    for name, model in (("cmfrec CMF ALS (k=50, lambda 10)", CMF(method="als", k=50, lambda_=10.0, verbose=False,
+                                                                  random_state=0, nthreads=2)),):
+        t = time.perf_counter()
+        model.fit(train.rename(columns={"user": "UserId", "item": "ItemId", "rating": "Rating"})[["UserId", "ItemId", "Rating"]])
+        seconds = time.perf_counter() - t
+        pred = model.predict(test["user"].to_numpy(), test["item"].to_numpy())
+        pred = np.where(np.isnan(pred), train["rating"].mean(), pred)
+        print(json.dumps({"peer": name, "fit_seconds": seconds, "test_rmse": rmse(pred)}))
+except ImportError as exc:
+    print(json.dumps({"peer": "cmfrec", "error": str(exc)}))
