@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from pipeline.objectives.base import Objective
 from pipeline.optim.base import CountedObjective, Listener, Monitor, OptimizeResult, StoppingRule
@@ -50,7 +51,10 @@ def minimize(name: str, objective: Objective, x0: np.ndarray, rule: StoppingRule
     monitor = Monitor(name, counted, rule, validate, listeners)
     x0 = np.array(x0, dtype=np.float64, copy=True)
     # Overflow in a diverging run is expected and reported as reason "diverged", not as warnings.
-    with np.errstate(over="ignore", invalid="ignore"):
+    # BLAS runs single-threaded here: the optimizers' BLAS work is vector operations on x, which
+    # gain nothing from threads, while OpenBLAS threads spinning beside the numba kernels' threads
+    # made every method 4-5x slower on 2 cores (docs/performance.md).
+    with np.errstate(over="ignore", invalid="ignore"), threadpool_limits(limits=1, user_api="blas"):
         if monitor.check(x0):  # iteration 0: reference gradient norm, maybe already done
             return monitor.result(x0, "stopped at the starting point")
         x, message = REGISTRY[name].run(counted, x0, monitor, **options)
