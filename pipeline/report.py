@@ -244,7 +244,7 @@ def findings(table: pd.DataFrame, results: dict[str, OptimizeResult], gtol: floa
                  + ".")
     ncg = results.get("newton-cg")
     if ncg is not None:
-        lines.append("Newton-CG's history is superlinear at the end: the last three relative gradient norms are "
+        lines.append("Newton-CG's last three relative gradient norms: "
                      + ", ".join(f"{r.rel_grad_norm:.1e}" for r in ncg.history[-3:]) + ".")
     return lines
 

@@ -203,23 +203,25 @@ class MlflowTracker:
         return self.client.get_run(run_id)
 
 
-with warnings.catch_warnings():  # mlflow suggests type hints on predict; the signature is given explicitly
-    warnings.simplefilter("ignore")
+class RecommenderModel(mlflow.pyfunc.PythonModel):
+    """The MLflow pyfunc face of :class:`pipeline.recommender.Recommender`.
 
-    class RecommenderModel(mlflow.pyfunc.PythonModel):
-        """The MLflow pyfunc face of :class:`pipeline.recommender.Recommender`.
+    Input: a DataFrame with columns ``user`` and ``item`` (raw ids). Output: predicted ratings,
+    clipped to the scale; unknown users or items get the documented fallback, never an error.
+    """
 
-        Input: a DataFrame with columns ``user`` and ``item`` (raw ids). Output: predicted ratings,
-        clipped to the scale; unknown users or items get the documented fallback, never an error.
-        """
+    def load_context(self, context):
+        from pipeline.recommender import Recommender
+        self.recommender = Recommender.load(context.artifacts["recommender"])
 
-        def load_context(self, context):
-            from pipeline.recommender import Recommender
-            self.recommender = Recommender.load(context.artifacts["recommender"])
+    def _predict(self, context, model_input, params=None):
+        frame = pd.DataFrame(model_input)
+        return self.recommender.predict(frame["user"].to_numpy(), frame["item"].to_numpy())
 
-        def predict(self, context, model_input, params=None):
-            frame = pd.DataFrame(model_input)
-            return self.recommender.predict(frame["user"].to_numpy(), frame["item"].to_numpy())
+
+# Attached after the class is made: MLflow inspects ``predict`` at class creation and prints a
+# type-hint suggestion (forcing its own warning filter); our signature is given explicitly.
+RecommenderModel.predict = RecommenderModel._predict
 
 
 def log_recommender(tracker: "MlflowTracker", run_id: str, recommender) -> str:
