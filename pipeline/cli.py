@@ -217,6 +217,9 @@ def fit_options(f):
                      help="Iteration budget per optimizer."),
         click.option("--max-seconds", type=click.FloatRange(min=0, min_open=True), default=60.0, show_default=True,
                      help="Wall-time budget per optimizer (optimizer time, logging excluded)."),
+        click.option("--max-passes", type=click.IntRange(min=1), default=None,
+                     help="Budget in data passes per optimizer (a loss, gradient or Hessian-vector product = 1; "
+                          "an ALS sweep = 2; an SGD epoch = 1): the machine-independent budget."),
         click.option("--patience", type=click.IntRange(min=1), default=None,
                      help="Early stopping: stop when validation RMSE has not improved for this many iterations, "
                           "and keep the best-validation iterate (any method)."),
@@ -260,7 +263,8 @@ def _config(kw: dict, optimizers) -> RunConfig:
         model=ModelConfig(model=kw.get("model", "mf"), rank=kw["rank"], reg=kw["reg"], reg_bias=kw["reg_bias"],
                           weighting=kw["weighting"], init_scale=kw["init_scale"], threshold=kw.get("threshold", 4.0)),
         rule=StoppingRule(gtol=kw.get("gtol", 1e-5), max_iter=kw.get("max_iter", 1000),
-                          max_seconds=kw.get("max_seconds"), patience=kw.get("patience")),
+                          max_seconds=kw.get("max_seconds"), patience=kw.get("patience"),
+                          max_passes=kw.get("max_passes")),
         optimizers=tuple(optimizers), gd_step=kw.get("gd_step"), seed=kw["seed"], seeds=_seeds(kw.get("seeds")),
         log_models=not kw.get("no_models", False),
     )

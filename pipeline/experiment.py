@@ -108,6 +108,7 @@ def run_params(cfg: RunConfig, prepared: Prepared) -> dict:
         "split": split.method, "split_fractions": ",".join(f"{f:g}" for f in d.fractions),
         "split_seed": d.seed, "seed": prepared.seed, **asdict(cfg.model),
         "gtol": cfg.rule.gtol, "max_iter": cfg.rule.max_iter, "max_seconds": cfg.rule.max_seconds,
+        "max_passes": cfg.rule.max_passes, "patience": cfg.rule.patience,
         "n_params": prepared.objective.n_params, "n_train": len(split.train),
         "n_val": len(split.validation), "n_test": len(split.test),
         "min_user_ratings": d.min_user_ratings, "min_item_ratings": d.min_item_ratings,

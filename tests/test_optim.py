@@ -219,3 +219,12 @@ def test_early_stopping_restores_the_best_validation_iterate():
     assert res.reason == "early_stopped"
     assert res.final.iteration == 2 and res.final.val_rmse == 3.0
     assert f.loss(res.x) == pytest.approx(res.final.loss, rel=1e-12)
+
+
+@pytest.mark.parametrize("name", ["gd", "newton-cg", "als"])
+def test_data_pass_budget_is_shared(name):
+    f = tiny_objective()
+    res = minimize(name, f, f.init(np.random.default_rng(1)), StoppingRule(gtol=0, max_iter=10**6, max_passes=40))
+    assert res.reason == "max_passes"
+    assert 40 <= res.final.data_passes
+    assert res.history[-2].data_passes < 40  # it stopped at the first iterate past the budget

@@ -9,6 +9,7 @@ method, in this order, and stops at the first that holds:
 2. ``"diverged"``: the objective or gradient is not finite;
 3. ``"max_iter"``: ``k >= max_iter`` iterations;
 4. ``"max_seconds"``: optimizer wall time ``>= max_seconds``;
+   ``"max_passes"``: data passes ``>= max_passes`` (the machine-independent budget);
 5. ``"early_stopped"`` (only with ``patience``): validation RMSE has not improved for ``patience``
    iterations; the result is then the iterate with the best validation RMSE (restored).
 
@@ -36,7 +37,7 @@ import numpy as np
 
 from pipeline.objectives.base import Objective
 
-STOP_REASONS = ("converged", "diverged", "max_iter", "max_seconds", "early_stopped", "method")
+STOP_REASONS = ("converged", "diverged", "max_iter", "max_seconds", "max_passes", "early_stopped", "method")
 
 
 @dataclass(frozen=True)
@@ -45,8 +46,11 @@ class StoppingRule:
     max_iter: int = 1000
     max_seconds: float | None = None
     patience: int | None = None
+    max_passes: int | None = None
 
     def __post_init__(self) -> None:
+        if self.max_passes is not None and self.max_passes < 1:
+            raise ValueError(f"max_passes must be positive, got {self.max_passes}")
         if self.patience is not None and self.patience < 1:
             raise ValueError(f"patience must be at least 1, got {self.patience}")
         if not self.gtol >= 0:
@@ -226,6 +230,8 @@ class Monitor:
             return "max_iter"
         if self.rule.max_seconds is not None and r.seconds >= self.rule.max_seconds:
             return "max_seconds"
+        if self.rule.max_passes is not None and r.data_passes >= self.rule.max_passes:
+            return "max_passes"
         if self.rule.patience is not None and r.iteration - self._best_val_iter >= self.rule.patience:
             return "early_stopped"
         return None
