@@ -67,3 +67,17 @@ def test_a_broken_model_fails_the_contract():
     import pytest
     with pytest.raises(AssertionError):
         TestWrong().test_hessp_matches_differences_of_the_gradient()
+
+
+class TestLogisticWithSideFeaturesContract(ObjectiveContract):
+    def make_objective(self):
+        import pandas as pd
+        r = tiny_ratings(n_users=6, n_items=5)
+        rng = np.random.default_rng(0)
+        users = pd.DataFrame(rng.normal(size=(6, 3)), index=[str(u) for u in r.user_ids], columns=["age", "g", "o"])
+        items = pd.DataFrame((rng.random((5, 4)) < 0.5).astype(float), index=[str(i) for i in r.item_ids],
+                             columns=["g1", "g2", "g3", "g4"])
+        r = r.__class__(**{**r.__dict__, "extra": {"user_features": users, "item_features": items}})
+        f = LogisticRatings(r, reg=0.5, threshold=4.0)
+        assert f.U.shape == (6, 3) and f.G.shape == (5, 4) and f.n_params == 1 + 6 + 5 + 3 + 4
+        return f

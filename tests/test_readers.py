@@ -196,3 +196,30 @@ def test_large_file_uses_the_fast_path(tmp_path):
     p.write_text(frame.to_csv(sep=":", header=False, index=False).replace(":", "::"))
     r = read_ratings(p)
     assert len(r) == len(u)
+
+
+def test_side_information_from_the_100k_layout(tmp_path):
+    item_rows = ["10|Toy Story (1995)|01-Jan-1995||http://x|0|0|0|1|1|1|0|0|0|0|0|0|0|0|0|0|0|0|0",
+                 "20|GoldenEye (1995)|01-Jan-1995||http://x|0|1|1|0|0|0|0|0|0|0|0|0|0|0|0|0|1|0|0",
+                 "30|Four Rooms (1995)|01-Jan-1995||http://x|0|0|0|0|0|0|0|0|0|0|0|0|0|0|0|0|1|0|0"]
+    user_rows = ["1|24|M|technician|85711", "2|53|F|other|94043", "3|23|M|writer|32067"]
+    p = tmp_path / "ml-100k.zip"
+    with zipfile.ZipFile(p, "w") as zf:
+        zf.writestr("ml-100k/u.data", udata_text())
+        zf.writestr("ml-100k/u.item", "\n".join(item_rows).encode("latin-1"))
+        zf.writestr("ml-100k/u.user", "\n".join(user_rows))
+    r = read_ratings(p)
+    assert r.extra["titles"]["20"] == "GoldenEye (1995)"
+    items = r.extra["item_features"]
+    assert items.loc["10", "genre_Animation"] == 1.0 and items.loc["20", "genre_Action"] == 1.0
+    users = r.extra["user_features"]
+    assert users.loc["2", "gender_F"] == 1.0 and "occ_writer" in users.columns
+    assert abs(users["age"].mean()) < 1e-12
+
+
+def test_side_information_beside_a_ratings_dat(tmp_path):
+    (tmp_path / "ratings.dat").write_text(dat_text())
+    (tmp_path / "movies.dat").write_text("10::Toy Story (1995)::Animation|Comedy\n20::Heat (1995)::Action\n")
+    r = read_ratings(tmp_path / "ratings.dat")
+    assert r.extra["titles"]["10"] == "Toy Story (1995)"
+    assert r.extra["item_features"].loc["10", "genre_Comedy"] == 1.0

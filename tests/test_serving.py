@@ -81,3 +81,16 @@ def test_pyfunc_round_trip_and_recommend_cli(tmp_path, small_synthetic, tracking
     assert len([l for l in res.stdout.splitlines()[1:] if l.strip()]) == 3
     res = CliRunner().invoke(cli, ["recommend", "--model-uri", "runs:/nope/model", "--user", "1"])
     assert res.exit_code == 2 and "cannot load" in res.stderr
+
+
+def test_recommendations_carry_titles_when_the_dataset_has_them(small_synthetic, tmp_path):
+    titles = {str(i): f"Film {i}" for i in small_synthetic.item_ids}
+    r = small_synthetic.__class__(**{**small_synthetic.__dict__, "extra": {"titles": titles}})
+    cfg = RunConfig(data=DataConfig(dataset="unused"), model=ModelConfig(rank=2),
+                    rule=StoppingRule(gtol=1e-5, max_iter=30), optimizers=("lbfgs",))
+    prep = experiment.prepare(cfg, r)
+    res, _ = experiment.fit(prep, "lbfgs", cfg)
+    from pipeline.recommender import Recommender
+    rec = Recommender.load(Recommender.from_fit(prep.objective, res.x, r, prep.split.train).save(tmp_path / "m.npz"))
+    top = rec.recommend([r.user_ids[0]], n=3)
+    assert all(t == f"Film {i}" for t, i in zip(top["title"], top["item"]))

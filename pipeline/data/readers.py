@@ -139,7 +139,14 @@ def read_ratings(path: str | os.PathLike, options: ReadOptions = ReadOptions()) 
     if fmt != "parquet" and b"\x00" in head:
         raise DataError(f"{path}: looks binary, not a text ratings file (use --format if it is Parquet)")
     frame = _read_frame(path, fmt, options, label=str(path))
-    return _to_ratings(frame, fmt, options, label=str(path), name=dataset_name(path))
+    ratings = _to_ratings(frame, fmt, options, label=str(path), name=dataset_name(path))
+    return _with_side(ratings, path, None)
+
+
+def _with_side(ratings: Ratings, path: Path, member: str | None) -> Ratings:
+    from pipeline.data.side import read_side_info
+    side = read_side_info(path, member)
+    return Ratings(**{**ratings.__dict__, "extra": side}) if side else ratings
 
 
 def _read_zip(path: Path, options: ReadOptions) -> Ratings:
@@ -156,7 +163,7 @@ def _read_zip(path: Path, options: ReadOptions) -> Ratings:
                     frame = _read_frame(io.BytesIO(data), options.format if options.format not in (None, "zip") else fmt,
                                         options, label=label)
                     top = member.split("/")[0] if "/" in member else dataset_name(path)
-                    return _to_ratings(frame, fmt, options, label=label, name=top)
+                    return _with_side(_to_ratings(frame, fmt, options, label=label, name=top), path, member)
     except (zipfile.BadZipFile, EOFError, zlib.error) as exc:
         raise DataError(f"{path}: truncated or corrupt zip archive ({exc})") from None
     shown = ", ".join(names[:8]) + (" ..." if len(names) > 8 else "")

@@ -5,23 +5,24 @@ optimizer, the stopping rule, tracking and the CLI work on it unchanged.
 
 Model and objective
 -------------------
-Features: one-hot user and item indicators and an intercept (side features, such as MovieLens'
-user age or item genres, would be further columns; the ratings files read here carry none).
-``y_ui = 1[r_ui >= threshold]``; ``z_ui = w0 + a_u + d_i``; ``s = sigma(z) = 1 / (1 + exp(-z))``::
+Features: one-hot user and item indicators, an intercept, and the side features MovieLens ships
+where present (``U``: user age, gender, occupation; ``G``: item genres; see ``pipeline.data.side``).
+``y_ui = 1[r_ui >= threshold]``; ``z_ui = w0 + a_u + d_i + U_u . alpha + G_i . beta``;
+``s = sigma(z) = 1 / (1 + exp(-z))``::
 
-    L(w0, a, d) = (1/N) [ sum_(u,i) ( log(1 + exp(z_ui)) - y_ui z_ui ) + lam/2 (|a|^2 + |d|^2) ]
+    L = (1/N) [ sum_(u,i) ( log(1 + exp(z_ui)) - y_ui z_ui ) + lam/2 (|a|^2 + |d|^2 + |alpha|^2 + |beta|^2) ]
 
-Gradient (``s_ui - y_ui`` summed per user, per item, and over all)::
+Gradient, with ``r_ui = s_ui - y_ui``, ``R_u = sum_i r_ui`` and ``C_i = sum_u r_ui``::
 
-    dL/da_u = (1/N) [ sum_i (s_ui - y_ui) + lam a_u ]     dL/dw0 = (1/N) sum (s_ui - y_ui)
+    dL/dw0 = (1/N) sum r      dL/da_u = (1/N) [ R_u + lam a_u ]      dL/dalpha = (1/N) [ U^T R + lam alpha ]
+                              dL/dd_i = (1/N) [ C_i + lam d_i ]      dL/dbeta  = (1/N) [ G^T C + lam beta ]
 
-Hessian-vector product along ``(dw0, da, dd)``: with ``dz_ui = dw0 + da_u + dd_i`` and the
-weights ``s_ui (1 - s_ui)``::
-
-    (Hv)_a_u = (1/N) [ sum_i s_ui (1 - s_ui) dz_ui + lam da_u ]     (Hv)_w0 = (1/N) sum s (1 - s) dz
-
-The objective is convex (the Hessian is a weighted Gram matrix plus ``lam I`` on a, d), so every
-optimizer should reach the same minimum. ``x = concat([w0], a, d)``. Prediction: the probability.
+Hessian-vector product along ``(dw0, da, dd, dalpha, dbeta)``: ``dz_ui = dw0 + da_u + dd_i +
+U_u . dalpha + G_i . dbeta``, ``t_ui = s_ui (1 - s_ui) dz_ui``, ``T_u = sum_i t_ui``,
+``S_i = sum_u t_ui``; then ``(Hv)`` has the same shape as the gradient with ``r`` replaced by ``t``
+and ``lam`` times the direction added. The objective is convex (a weighted Gram matrix plus
+``lam I``), so every optimizer should reach the same minimum.
+``x = concat([w0], a, d, alpha, beta)``. Prediction: the probability.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ def _sigmoid(z: np.ndarray) -> np.ndarray:
 class LogisticRatings:
     """The objective above on a training set (see the module docstring)."""
 
-    def __init__(self, train: Ratings, reg: float = 1.0, threshold: float = 4.0, **_ignored):
+    def __init__(self, train: Ratings, reg: float = 1.0, threshold: float = 4.0, use_side: bool = True, **_ignored):
         if reg < 0:
             raise ValueError(f"reg must be non-negative, got {reg}")
         if len(train) == 0:
@@ -53,12 +54,28 @@ class LogisticRatings:
         self.items = train.items.astype(np.int64)
         self.y = (train.ratings >= threshold).astype(np.float64)
         self.n_users, self.n_items, self.n_ratings = train.n_users, train.n_items, len(train)
-        self.n_params = 1 + self.n_users + self.n_items
+        extra = (train.extra or {}) if use_side else {}
+        self.U = _aligned(extra.get("user_features"), train.user_ids)
+        self.G = _aligned(extra.get("item_features"), train.item_ids)
+        self.feature_names = (list(extra["user_features"].columns) if self.U.shape[1] else []) + \
+                             (list(extra["item_features"].columns) if self.G.shape[1] else [])
+        self._cuts = np.cumsum([1, self.n_users, self.n_items, self.U.shape[1]])
+        self.n_params = 1 + self.n_users + self.n_items + self.U.shape[1] + self.G.shape[1]
         self._x: np.ndarray | None = None
         self._s: np.ndarray | None = None
 
     def unpack(self, x: np.ndarray):
-        return x[0], x[1:1 + self.n_users], x[1 + self.n_users:]
+        """Views ``(w0, a, d, alpha, beta)`` into ``x``."""
+        w0, a, d, alpha, beta = np.split(x, self._cuts)
+        return w0[0], a, d, alpha, beta
+
+    def _z(self, w0, a, d, alpha, beta, users, items):
+        z = w0 + a[users] + d[items]
+        if len(alpha):
+            z = z + (self.U @ alpha)[users]
+        if len(beta):
+            z = z + (self.G @ beta)[items]
+        return z
 
     def init(self, rng: np.random.Generator) -> np.ndarray:
         """Zeros (the problem is convex) plus tiny noise from ``rng`` so seeds mean something."""
@@ -66,40 +83,40 @@ class LogisticRatings:
 
     def _probabilities(self, x: np.ndarray) -> np.ndarray:
         if self._x is None or not np.array_equal(self._x, x):
-            w0, a, d = self.unpack(x)
-            z = w0 + a[self.users] + d[self.items]
-            self._x, self._z, self._s = np.array(x, copy=True), z, _sigmoid(z)
+            z = self._z(*self.unpack(x), self.users, self.items)
+            self._x, self._zv, self._s = np.array(x, copy=True), z, _sigmoid(z)
         return self._s
 
     def loss(self, x: np.ndarray) -> float:
         self._probabilities(x)
-        z = self._z
-        _, a, d = self.unpack(x)
+        z = self._zv
         data = np.sum(np.logaddexp(0.0, z) - self.y * z)
-        return float(data + 0.5 * self.reg * (a @ a + d @ d)) / self.n_ratings
+        return float(data + 0.5 * self.reg * float(x[1:] @ x[1:])) / self.n_ratings
+
+    def _back(self, r: np.ndarray, direction: np.ndarray) -> np.ndarray:
+        """``(sum r, R + lam a, C + lam d, U^T R + lam alpha, G^T C + lam beta) / N``."""
+        R = np.bincount(self.users, r, self.n_users)
+        C = np.bincount(self.items, r, self.n_items)
+        out = np.concatenate([[r.sum()], R, C, self.U.T @ R, self.G.T @ C])
+        out[1:] += self.reg * direction[1:]
+        return out / self.n_ratings
 
     def loss_grad(self, x: np.ndarray) -> tuple[float, np.ndarray]:
         s = self._probabilities(x)
-        _, a, d = self.unpack(x)
-        r = s - self.y
-        g = np.concatenate([[r.sum()], np.bincount(self.users, r, self.n_users) + self.reg * a,
-                            np.bincount(self.items, r, self.n_items) + self.reg * d])
-        return self.loss(x), g / self.n_ratings
+        return self.loss(x), self._back(s - self.y, np.asarray(x, dtype=np.float64))
 
     def hessp(self, x: np.ndarray, v: np.ndarray) -> np.ndarray:
         s = self._probabilities(x)
-        dw0, da, dd = self.unpack(np.asarray(v, dtype=np.float64))
-        wdz = s * (1.0 - s) * (dw0 + da[self.users] + dd[self.items])
-        h = np.concatenate([[wdz.sum()], np.bincount(self.users, wdz, self.n_users) + self.reg * da,
-                            np.bincount(self.items, wdz, self.n_items) + self.reg * dd])
-        return h / self.n_ratings
+        v = np.asarray(v, dtype=np.float64)
+        dz = self._z(*self.unpack(v), self.users, self.items)
+        return self._back(s * (1.0 - s) * dz, v)
 
     gnvp = hessp  # the Gauss-Newton product of logistic loss is its Hessian
 
     def predict(self, x: np.ndarray, users: np.ndarray, items: np.ndarray) -> np.ndarray:
-        """P(rating >= threshold) for index pairs (unseen users / items contribute 0 to z)."""
-        w0, a, d = self.unpack(np.asarray(x, dtype=np.float64))
-        return _sigmoid(w0 + a[np.asarray(users, np.int64)] + d[np.asarray(items, np.int64)])
+        """P(rating >= threshold) for index pairs (an unseen user or item adds only its side features)."""
+        z = self._z(*self.unpack(np.asarray(x, dtype=np.float64)), np.asarray(users, np.int64), np.asarray(items, np.int64))
+        return _sigmoid(z)
 
     def target(self, ratings: np.ndarray) -> np.ndarray:
         """What predictions are scored against: the binary label."""
@@ -109,4 +126,13 @@ class LogisticRatings:
         return (0.0, 1.0)
 
     def describe(self) -> dict:
-        return {"model": "logreg", "reg": self.reg, "threshold": self.threshold, "n_params": self.n_params}
+        return {"model": "logreg", "reg": self.reg, "threshold": self.threshold, "n_params": self.n_params,
+                "side_features": len(self.feature_names)}
+
+
+def _aligned(frame, ids: np.ndarray) -> np.ndarray:
+    """Rows of a side-feature frame (indexed by raw id as text) in vocabulary order; zeros where an
+    id has no row; an empty matrix when there is no frame."""
+    if frame is None or len(frame) == 0:
+        return np.zeros((len(ids), 0))
+    return frame.reindex(np.asarray(ids).astype(str)).fillna(0.0).to_numpy(dtype=np.float64)
