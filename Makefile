@@ -64,7 +64,7 @@ ML100K ?= data/ml-100k/u.data
 .venv-peers/.installed:
 	$(PYTHON) -m venv .venv-peers
 	.venv-peers/bin/python -m pip install --quiet --upgrade pip
-	.venv-peers/bin/python -m pip install --quiet scikit-surprise cmfrec pandas
+	.venv-peers/bin/python -m pip install --quiet scikit-surprise cmfrec pandas threadpoolctl
 	@touch $@
 
 bench-peers: install .venv-peers/.installed
