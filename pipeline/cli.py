@@ -17,7 +17,7 @@ import click
 
 from pipeline.config import (DEFAULT_OPTIMIZERS, DataConfig, ModelConfig, RunConfig, default_tracking_uri,
                              load_toml_defaults, project_root)
-from pipeline.data import DataError, SyntheticSpec, generate, write_udata
+from pipeline.data import DataError, ReadOptions, SyntheticSpec, generate, write_udata
 from pipeline.objectives import WEIGHTINGS
 from pipeline.optim import REGISTRY, StoppingRule
 from pipeline.optim.base import IterationRecord
@@ -34,14 +34,18 @@ class InputError(click.ClickException):
         click.echo(f"Error: {self.format_message()}", err=True)
 
 
+def _parts(value) -> list[str]:
+    """The items of a comma-separated option (or of a list given in a TOML config)."""
+    if isinstance(value, (list, tuple)):
+        return [str(v).strip() for v in value]
+    return [v.strip() for v in str(value).split(",") if v.strip()]
+
+
 class OptimizerList(click.ParamType):
     name = "NAME[,NAME...]"
 
     def convert(self, value, param, ctx):
-        if isinstance(value, (list, tuple)):
-            names = [str(v).strip() for v in value]
-        else:
-            names = [v.strip() for v in str(value).split(",") if v.strip()]
+        names = _parts(value)
         unknown = [n for n in names if n not in REGISTRY]
         if not names or unknown:
             self.fail(f"unknown optimizer {', '.join(unknown) or repr(value)}; choose from {', '.join(REGISTRY)}",
@@ -55,12 +59,8 @@ class Fractions(click.ParamType):
     name = "TRAIN,VAL,TEST"
 
     def convert(self, value, param, ctx):
-        if isinstance(value, (list, tuple)):
-            parts = list(value)
-        else:
-            parts = str(value).split(",")
         try:
-            fr = tuple(float(p) for p in parts)
+            fr = tuple(float(p) for p in _parts(value))
         except ValueError:
             self.fail(f"expected three numbers like 0.8,0.1,0.1, got {value!r}", param, ctx)
         if len(fr) != 3 or min(fr) < 0 or abs(sum(fr) - 1) > 1e-9 or fr[0] == 0:
@@ -98,12 +98,8 @@ class Scale(click.ParamType):
     name = "LO,HI"
 
     def convert(self, value, param, ctx):
-        if isinstance(value, (list, tuple)):
-            parts = list(value)
-        else:
-            parts = str(value).split(",")
         try:
-            lo, hi = (float(p) for p in parts)
+            lo, hi = (float(p) for p in _parts(value))
         except ValueError:
             self.fail(f"expected two numbers like 0.5,5, got {value!r}", param, ctx)
         if not lo < hi:
@@ -252,8 +248,9 @@ def _data_config(kw: dict) -> DataConfig:
         method=kw.get("method", "random"), last_k=kw.get("last_k"), cutoff=kw.get("cutoff"),
         folds=kw.get("folds", 5), min_user_ratings=kw["min_user_ratings"], min_item_ratings=kw["min_item_ratings"],
         train_file=kw["train_file"], validation_file=kw["validation_file"], test_file=kw["test_file"],
-        format=kw["format_"], user_col=kw["user_col"], item_col=kw["item_col"], rating_col=kw["rating_col"],
-        time_col=kw["time_col"], rating_scale=kw["rating_scale"], duplicates=kw["duplicates"],
+        read=ReadOptions(format=kw["format_"], user_col=kw["user_col"], item_col=kw["item_col"],
+                         rating_col=kw["rating_col"], time_col=kw["time_col"], rating_scale=kw["rating_scale"],
+                         duplicates=kw["duplicates"]),
         data_dir=kw["data_dir"])
 
 
@@ -274,7 +271,7 @@ def _seeds(value) -> tuple[int, ...]:
     if not value:
         return ()
     try:
-        return tuple(int(v) for v in (value if isinstance(value, (list, tuple)) else str(value).split(",")))
+        return tuple(int(v) for v in _parts(value))
     except ValueError:
         raise InputError(f"--seeds takes integers like 0,1,2; got {value!r}") from None
 
@@ -405,10 +402,8 @@ class ValueList(click.ParamType):
         self.kind, self.name = kind, name
 
     def convert(self, value, param, ctx):
-        if isinstance(value, (list, tuple)):
-            return tuple(value)
         try:
-            values = tuple(self.kind(v.strip()) for v in str(value).split(",") if v.strip())
+            values = tuple(self.kind(v) for v in _parts(value))
         except ValueError:
             self.fail(f"expected comma-separated {self.name} values, got {value!r}", param, ctx)
         if not values:

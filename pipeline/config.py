@@ -19,6 +19,7 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pipeline.data.readers import ReadOptions
 from pipeline.optim.base import StoppingRule
 
 DEFAULT_OPTIMIZERS = ("gd", "newton-cg", "lbfgs")
@@ -52,13 +53,7 @@ class DataConfig:
     train_file: str | None = None    # a predefined split (u1.base / u1.test ...)
     validation_file: str | None = None
     test_file: str | None = None
-    format: str | None = None
-    user_col: str | None = None
-    item_col: str | None = None
-    rating_col: str | None = None
-    time_col: str | None = None
-    rating_scale: tuple[float, float] | None = None
-    duplicates: str = "error"
+    read: ReadOptions = field(default_factory=ReadOptions)  # format, column names, scale, duplicates
     data_dir: str = "data"
 
 

@@ -19,7 +19,7 @@ import pandas as pd
 
 from pipeline import evaluate, report
 from pipeline.config import DataConfig, RunConfig
-from pipeline.data import (ReadOptions, Ratings, Split, filter_min_counts, load_dataset, load_predefined,
+from pipeline.data import (Ratings, Split, filter_min_counts, load_dataset, load_predefined,
                            make_splits)
 from pipeline.objectives import BiasedMF, build_objective
 from pipeline.objectives.check import check_derivatives
@@ -56,14 +56,9 @@ class Comparison:
 
 
 # -- data ---------------------------------------------------------------------------------------
-def read_options(d: DataConfig) -> ReadOptions:
-    return ReadOptions(format=d.format, user_col=d.user_col, item_col=d.item_col, rating_col=d.rating_col,
-                       time_col=d.time_col, rating_scale=d.rating_scale, duplicates=d.duplicates)
-
-
 def load_splits(d: DataConfig, ratings: Ratings | None = None, progress=None) -> tuple[Ratings, list[Split]]:
     """The dataset and its split(s) as ``d`` describes (a predefined split wins over ``method``)."""
-    options = read_options(d)
+    options = d.read
     if d.train_file or d.test_file:
         if not (d.train_file and d.test_file):
             from pipeline.data import DataError
