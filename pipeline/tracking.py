@@ -12,6 +12,7 @@ tracker never prints: the CLI decides what the user sees.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import time
@@ -233,22 +234,27 @@ def log_recommender(tracker: "MlflowTracker", run_id: str, recommender) -> str:
         npz = recommender.save(Path(tmp) / "recommender.npz")
         example = pd.DataFrame({"user": recommender.user_ids[:3].tolist() + [recommender.user_ids[0]],
                                 "item": recommender.item_ids[:3].tolist() + [recommender.item_ids[-1]]})
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            signature = infer_signature(example, recommender.predict(example["user"], example["item"]))
-            mlflow.pyfunc.save_model(Path(tmp) / "model", python_model=RecommenderModel(),
-                                     artifacts={"recommender": str(npz)}, signature=signature,
-                                     input_example=example,
-                                     pip_requirements=[f"mlflow=={mlflow.__version__}", "numpy", "pandas",
-                                                       "recsys"])
+        pyfunc_log = logging.getLogger("mlflow.pyfunc")
+        level = pyfunc_log.level
+        pyfunc_log.setLevel(logging.ERROR)  # its notes on pickling and example validation are for us, not users
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                signature = infer_signature(example, recommender.predict(example["user"], example["item"]))
+                mlflow.pyfunc.save_model(Path(tmp) / "model", python_model=RecommenderModel(),
+                                         artifacts={"recommender": str(npz)}, signature=signature,
+                                         input_example=example,
+                                         pip_requirements=[f"mlflow=={mlflow.__version__}", "numpy", "pandas",
+                                                           "recsys"])
+        finally:
+            pyfunc_log.setLevel(level)
         tracker.client.log_artifacts(run_id, str(Path(tmp) / "model"), "model")
     return f"runs:/{run_id}/model"
 
 
 def load_recommender(model_uri: str):
     """The :class:`Recommender` inside a logged pyfunc model (for top-n lists)."""
-    model = mlflow.pyfunc.load_model(model_uri)
-    return model.unwrap_python_model().recommender if hasattr(model, "unwrap_python_model") else model._model_impl.python_model.recommender
+    return mlflow.pyfunc.load_model(model_uri).unwrap_python_model().recommender
 
 
 def ui_command(tracking_uri: str, host: str = UI_HOST, port: int = UI_PORT) -> list[str]:
