@@ -174,3 +174,13 @@ def test_hessp_symmetry_and_fd_on_random_tiny_problems(seed, rank, reg, weightin
     h = 1e-6
     fd = (f.loss_grad(x + h * v)[1] - f.loss_grad(x - h * v)[1]) / (2 * h)
     np.testing.assert_allclose(f.hessp(x, v), fd, rtol=1e-5, atol=1e-8)
+
+
+def test_check_derivatives_catches_a_wrong_gradient():
+    class OffByOnePercent(BiasedMF):
+        def loss_grad(self, x):
+            f, g = super().loss_grad(x)
+            return f, 1.01 * g
+    f = OffByOnePercent(tiny_ratings(), rank=2)
+    x = f.init(np.random.default_rng(0)) + 0.3
+    assert check_derivatives(f, x, np.random.default_rng(1))["grad_rel_error"] > 5e-3
