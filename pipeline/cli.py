@@ -642,11 +642,11 @@ def ui(tracking_uri, port):
         tracker.experiment_id = exp.experiment_id
         runs = tracker.client.search_runs([exp.experiment_id], "tags.kind = 'comparison'",
                                           order_by=["attributes.start_time DESC"], max_results=1)
-        click.echo(f"  {exp.name}: {tracker.links([])['experiment']}")
+        click.echo(f"  {exp.name}: {tracker.links([], base)['experiment']}")
         if runs:
             children = tracker.client.search_runs([exp.experiment_id],
                                                   f"tags.mlflow.parentRunId = '{runs[0].info.run_id}'")
-            click.echo(f"    latest comparison: {tracker.links([c.info.run_id for c in children])['compare']}")
+            click.echo(f"    latest comparison: {tracker.links([c.info.run_id for c in children], base)['compare']}")
     try:
         sys.exit(subprocess.call(ui_command(uri, port=port)))
     except KeyboardInterrupt:

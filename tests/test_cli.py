@@ -255,3 +255,16 @@ def test_report_from_a_logged_comparison(tmp_path, runner, small_file, tracking_
 def test_report_without_runs_is_one_line(runner, tracking_uri):
     res = runner.invoke(cli, ["report"])
     assert res.exit_code == 2 and "no comparison run" in res.stderr
+
+
+def test_ui_prints_links_on_its_own_port(runner, tracking_uri, monkeypatch, small_file, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    res = runner.invoke(cli, ["compare", "--dataset", str(small_file), "--rank", "2", "--max-iter", "5",
+                              "--optimizers", "gd", "--quiet", "--no-models"])
+    assert res.exit_code == 0, res.output
+    import pipeline.cli as cli_module
+    monkeypatch.setattr(cli_module.subprocess, "call", lambda cmd: 0)  # do not start a server in a test
+    res = runner.invoke(cli, ["ui", "--port", "5055"])
+    assert res.exit_code == 0, res.output
+    assert "http://127.0.0.1:5055/#/experiments/" in res.stdout and "127.0.0.1:5000" not in res.stdout
+    assert "#/compare-runs?runs=" in res.stdout
