@@ -11,24 +11,14 @@ Dask time minus the local time of the same work).
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
-
 import numpy as np
+from _timing import timed
 
 from pipeline.data import SyntheticSpec, generate
 from pipeline.distributed import DaskMF, connect
 from pipeline.objectives import BiasedMF
 
 
-def timed(fn, repeat):
-    fn()
-    out = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        out.append(time.perf_counter() - t)
-    return statistics.median(out)
 
 
 def main() -> None:
@@ -70,4 +60,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from threadpoolctl import threadpool_limits
+    with threadpool_limits(limits=1, user_api="blas"):  # as during fits (pipeline/optim/registry.py)
+        main()

@@ -12,24 +12,14 @@ and prints the ratios: fast/floor (targets: loss_grad <= 2x, hessp <= 3x) and nu
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
-
 import numpy as np
+from _timing import timed
 
 from pipeline.data import SyntheticSpec, generate
 from pipeline.objectives import BiasedMF
 from pipeline.objectives import mf_kernels as K
 
 
-def timed(fn, repeat: int) -> float:
-    fn()  # warm up (and compile)
-    times = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
 
 
 def main() -> None:
@@ -69,4 +59,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from threadpoolctl import threadpool_limits
+    with threadpool_limits(limits=1, user_api="blas"):  # as during fits (pipeline/optim/registry.py)
+        main()

@@ -1,0 +1,17 @@
+"""The one timing helper the benchmark scripts share."""
+
+from __future__ import annotations
+
+import statistics
+import time
+
+
+def timed(fn, repeat: int) -> float:
+    """Median wall seconds of ``repeat`` calls of ``fn``, after one warm-up call (compilation, caches)."""
+    fn()
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
