@@ -338,9 +338,9 @@ def _run_comparison(optimizers, kw) -> None:
                    f"{len(prep.split.test):,} (test rows with a cold user {cold['test_cold_user_rows']}, "
                    f"cold item {cold['test_cold_item_rows']}); {prep.objective.n_params:,} parameters", err=True)
 
+    from pipeline.distributed import BackendError, connect
     client = None
     if kw.get("backend") == "dask":
-        from pipeline.distributed import BackendError, connect
         try:
             client = connect(kw.get("scheduler"), kw.get("workers", 2))
         except BackendError as exc:
@@ -351,11 +351,14 @@ def _run_comparison(optimizers, kw) -> None:
                                     download_progress=DownloadProgress(), client=client)
     except ValueError as exc:
         raise InputError(str(exc)) from None
-    except RuntimeError as exc:  # BackendError: the cluster failed mid-fit; the runs are marked FAILED
+    except BackendError as exc:  # the cluster failed mid-fit; the open runs were marked FAILED
         raise click.ClickException(str(exc)) from None
     finally:
         if client is not None:
+            cluster = client.cluster if not kw.get("scheduler") else None  # ours to stop, not a shared one
             client.close()
+            if cluster is not None:
+                cluster.close()
     click.echo("")
     if result.folds:
         click.echo(f"mean over {len(result.folds)} repeats (folds x seeds; test_rmse_std: spread of test RMSE)")
