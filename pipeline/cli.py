@@ -7,7 +7,6 @@ Commands are thin: parse options into a :class:`pipeline.config.RunConfig`, call
 from __future__ import annotations
 
 import functools
-import os
 import subprocess
 import sys
 import time

@@ -10,7 +10,7 @@ prints; ``progress`` receives each iterate and the CLI decides what to show.
 from __future__ import annotations
 
 import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -19,7 +19,7 @@ import pandas as pd
 
 from pipeline import evaluate, report
 from pipeline.config import DataConfig, RunConfig
-from pipeline.data import (Ratings, Split, filter_min_counts, load_dataset, load_predefined,
+from pipeline.data import (DataError, Ratings, Split, filter_min_counts, load_dataset, load_predefined,
                            make_splits)
 from pipeline.objectives import BiasedMF, build_objective
 from pipeline.objectives.check import check_derivatives
@@ -61,7 +61,6 @@ def load_splits(d: DataConfig, ratings: Ratings | None = None, progress=None) ->
     options = d.read
     if d.train_file or d.test_file:
         if not (d.train_file and d.test_file):
-            from pipeline.data import DataError
             raise DataError("a predefined split needs both --train and --test")
         split = load_predefined(d.train_file, d.test_file, d.validation_file, options)
         return split.train, [split]
@@ -372,7 +371,6 @@ def sweep_grid(grid: dict[str, list], trials: int | None, seed: int) -> list[dic
 
 
 def _with_model(cfg: RunConfig, params: dict) -> RunConfig:
-    from dataclasses import replace
     return replace(cfg, model=replace(cfg.model, **params))
 
 
@@ -390,13 +388,11 @@ def sweep(cfg: RunConfig, grid: dict[str, list], optimizer: str, trials: int | N
     ratings, splits = load_splits(cfg.data, ratings)
     split = splits[0]
     if len(split.validation) == 0:
-        from pipeline.data import DataError
         raise DataError("a sweep selects by validation RMSE: the split has no validation set")
     blind = Split(split.train, split.validation, split.test.subset(np.array([], dtype=np.int64)), split.seed,
                   split.method, split.fold)
     combos = sweep_grid(grid, trials, cfg.seed)
     rows = []
-    parent_id = None
     out = Sweep(pd.DataFrame(), {}, {})
 
     def run_trials(parent_id):
@@ -424,7 +420,6 @@ def sweep(cfg: RunConfig, grid: dict[str, list], optimizer: str, trials: int | N
         out.trials, out.best = trials_frame, {k: best_row[k] for k in SWEEP_KEYS if k in grid}
         out.best = {k: (int(v) if k == "rank" else v if k == "weighting" else float(v)) for k, v in out.best.items()}
         # refit the winner on train + validation, score it once on test
-        from dataclasses import replace
         merged = _concat(split.train, split.validation)
         refit_split = Split(merged, split.validation.subset(np.array([], dtype=np.int64)), split.test, split.seed,
                             split.method, split.fold)

@@ -161,7 +161,6 @@ def test_fixed_small_step_decreases_the_loss():
 
 
 def test_counts_match_the_objective_calls():
-    f = tiny_objective()
     calls = {"lg": 0, "hp": 0}
 
     class Spy(BiasedMF):

@@ -26,7 +26,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from pipeline.data.ratings import DataError, Ratings
+from pipeline.data.ratings import DataError, Ratings, from_raw
 
 
 @dataclass(frozen=True)
@@ -177,7 +177,6 @@ def filter_min_counts(ratings: Ratings, min_user: int = 0, min_item: int = 0, ma
         keep = ok
     if not keep.any():
         raise DataError(f"no rating is left after the minimum-count filters (users >= {min_user}, items >= {min_item})")
-    from pipeline.data.ratings import from_raw
     sub = ratings.subset(np.flatnonzero(keep))
     return from_raw(sub.user_ids[sub.users], sub.item_ids[sub.items], sub.ratings, sub.timestamps,
                     rating_scale=ratings.rating_scale, name=ratings.name, source=ratings.source)

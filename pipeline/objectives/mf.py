@@ -191,7 +191,6 @@ class BiasedMF:
         if self._fast_x is None:
             self._fast_x = np.empty_like(x)
         np.copyto(self._fast_x, x)
-        self._fast_valid = True
 
     def _fast_loss_grad(self, x: np.ndarray, with_grad: bool = True):
         from pipeline.objectives import mf_kernels as K
