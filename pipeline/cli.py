@@ -142,7 +142,10 @@ def _data_opts(with_dataset: bool) -> list:
                      help="A predefined validation file (optional with --train/--test)."),
         click.option("--test", "test_file", type=click.Path(), default=None, help="A predefined test file (e.g. u1.test)."),
         click.option("--data-dir", type=click.Path(file_okay=False), default="data", show_default=True,
-                     help="Where MovieLens archives are downloaded and unpacked."),
+                     help="Where MovieLens archives are downloaded and unpacked, and parsed files cached."),
+        click.option("--cache/--no-cache", default=True, show_default=True,
+                     help="Keep a parsed ratings file as a binary entry in DATA_DIR/cache, keyed by its "
+                          "checksum, so the next load skips the parsing."),
     ]
 
 
@@ -250,7 +253,7 @@ def _data_config(kw: dict) -> DataConfig:
         read=ReadOptions(format=kw["format_"], user_col=kw["user_col"], item_col=kw["item_col"],
                          rating_col=kw["rating_col"], time_col=kw["time_col"], rating_scale=kw["rating_scale"],
                          duplicates=kw["duplicates"]),
-        data_dir=kw["data_dir"])
+        data_dir=kw["data_dir"], cache=kw.get("cache", True))
 
 
 def _config(kw: dict, optimizers) -> RunConfig:

@@ -55,6 +55,7 @@ class DataConfig:
     test_file: str | None = None
     read: ReadOptions = field(default_factory=ReadOptions)  # format, column names, scale, duplicates
     data_dir: str = "data"
+    cache: bool = True               # keep parsed files as binary entries in data_dir/cache
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ import pandas as pd
 
 from pipeline import evaluate, report
 from pipeline.config import DataConfig, RunConfig
-from pipeline.data import (DataError, Ratings, Split, filter_min_counts, load_dataset, load_predefined,
+from pipeline.data import (DataError, Ratings, Split, cache_folder, filter_min_counts, load_dataset, load_predefined,
                            make_splits)
 from pipeline.objectives import BiasedMF, build_objective
 from pipeline.objectives.check import check_derivatives
@@ -62,10 +62,11 @@ def load_splits(d: DataConfig, ratings: Ratings | None = None, progress=None) ->
     if d.train_file or d.test_file:
         if not (d.train_file and d.test_file):
             raise DataError("a predefined split needs both --train and --test")
-        split = load_predefined(d.train_file, d.test_file, d.validation_file, options)
+        split = load_predefined(d.train_file, d.test_file, d.validation_file, options,
+                                cache_folder(d.data_dir) if d.cache else None)
         return split.train, [split]
     if ratings is None:
-        ratings = load_dataset(d.dataset, options, d.data_dir, progress)
+        ratings = load_dataset(d.dataset, options, d.data_dir, progress, cache=d.cache)
     ratings = filter_min_counts(ratings, d.min_user_ratings, d.min_item_ratings)
     splits = make_splits(ratings, d.method, d.fractions, d.seed, last_k=d.last_k, cutoff=d.cutoff, folds=d.folds)
     return ratings, splits

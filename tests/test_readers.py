@@ -223,3 +223,86 @@ def test_side_information_beside_a_ratings_dat(tmp_path):
     r = read_ratings(tmp_path / "ratings.dat")
     assert r.extra["titles"]["10"] == "Toy Story (1995)"
     assert r.extra["item_features"].loc["10", "genre_Comedy"] == 1.0
+
+
+# -- the typed read and the text read agree -------------------------------------------------------
+def _same(a, b):
+    for name in ("users", "items", "ratings", "user_ids", "item_ids", "timestamps"):
+        x, y = getattr(a, name), getattr(b, name)
+        assert x.dtype.kind == y.dtype.kind and np.array_equal(x, y), name
+    assert a.rating_scale == b.rating_scale and a.name == b.name and a.source == b.source
+
+
+@pytest.mark.parametrize("name, text, fmt", [("u.data", udata_text(), "udata"), ("ratings.dat", dat_text(), "dat"),
+                                             ("ratings.csv", csv_text(), "csv")])
+def test_typed_read_gives_what_the_text_read_gives(tmp_path, monkeypatch, name, text, fmt):
+    from pipeline.data import readers
+    p = tmp_path / name
+    p.write_text(text)
+    assert readers._read_typed(p, fmt, ReadOptions()) is not None  # the fast path takes these files
+    fast = read_ratings(p)
+    monkeypatch.setattr(readers, "_read_typed", lambda *a: None)  # force the text read
+    _same(fast, read_ratings(p))
+
+
+def test_typed_read_falls_back_for_string_ids_and_dates(tmp_path):
+    from pipeline.data import readers
+    p = tmp_path / "mine.csv"
+    p.write_text("user,item,rating,time\nalice,x,4,2020-01-01\nbob,x,3,2020-01-02\n")
+    with pytest.raises(ValueError):
+        readers._read_typed(p, "csv", ReadOptions())
+    r = read_ratings(p)
+    assert sorted(r.user_ids.tolist()) == ["alice", "bob"] and r.timestamps[1] - r.timestamps[0] == 86400
+
+
+# -- the binary cache ------------------------------------------------------------------------------
+def test_cache_hit_skips_parsing_and_gives_the_same_ratings(tmp_path, monkeypatch):
+    from pipeline.data import readers
+    p = tmp_path / "ratings.csv"
+    p.write_text(csv_text())
+    cache_dir = tmp_path / "cache"
+    first = read_ratings(p, cache_dir=cache_dir)
+    assert len(list(cache_dir.glob("*.npz"))) == 1
+
+    def no_parse(*a):
+        raise AssertionError("parsed although cached")
+    monkeypatch.setattr(readers, "_parse", no_parse)
+    _same(first, read_ratings(p, cache_dir=cache_dir))
+
+
+def test_cache_key_follows_content_and_options(tmp_path):
+    from pipeline.data import cache
+    p = tmp_path / "u.data"
+    p.write_text(udata_text())
+    key = cache.cache_key(p, ReadOptions())
+    assert cache.cache_key(p, ReadOptions(rating_scale=(0.0, 5.0))) != key
+    p.write_text(udata_text(ROWS[:-1]))  # same name, new content: a new entry, never the stale one
+    assert cache.cache_key(p, ReadOptions()) != key
+    cache_dir = tmp_path / "cache"
+    read_ratings(p, cache_dir=cache_dir)
+    p.write_text(udata_text())
+    check_rows(read_ratings(p, cache_dir=cache_dir))
+
+
+def test_bad_or_unwritable_cache_is_skipped(tmp_path):
+    from pipeline.data import cache
+    p = tmp_path / "u.data"
+    p.write_text(udata_text())
+    cache_dir = tmp_path / "cache"
+    cache_dir.mkdir()
+    (cache_dir / f"{cache.cache_key(p, ReadOptions())}.npz").write_bytes(b"PK\x03\x04 truncated")
+    check_rows(read_ratings(p, cache_dir=cache_dir))
+    blocked = tmp_path / "file-not-folder"
+    blocked.write_text("x")
+    check_rows(read_ratings(p, cache_dir=blocked / "cache"))  # cannot be created: read anyway
+
+
+def test_cache_keeps_the_archive_member_for_side_information(tmp_path):
+    p = tmp_path / "ml-100k.zip"
+    with zipfile.ZipFile(p, "w") as zf:
+        zf.writestr("ml-100k/u.data", udata_text())
+        zf.writestr("ml-100k/u.item", "10|Toy Story (1995)|01-Jan-1995||http://x|0|0|0|1|1|1|0|0|0|0|0|0|0|0|0|0|0|0|0\n")
+    first = read_ratings(p, cache_dir=tmp_path / "cache")
+    second = read_ratings(p, cache_dir=tmp_path / "cache")
+    _same(first, second)
+    assert first.extra.keys() == second.extra.keys() and first.extra

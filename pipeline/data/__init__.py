@@ -22,25 +22,31 @@ __all__ = [
 
 
 def load_dataset(source: str, options: ReadOptions = ReadOptions(), data_dir: str | Path = "data",
-                 progress=None, synthetic: SyntheticSpec | None = None) -> Ratings:
+                 progress=None, synthetic: SyntheticSpec | None = None, cache: bool = True) -> Ratings:
     """``"synthetic"`` (the embedded generator), a MovieLens name (fetched on first use into
-    ``data_dir``), or the path of a ratings file or archive."""
+    ``data_dir``), or the path of a ratings file or archive. With ``cache``, parsed files are kept
+    in ``data_dir/cache`` (see :mod:`pipeline.data.cache`)."""
     if source == "synthetic":
         return generate(synthetic or SyntheticSpec())
+    cache_dir = cache_folder(data_dir) if cache else None
     if source in CATALOG:
         path = fetch(source, data_dir, progress)
-        r = read_ratings(path, options)
+        r = read_ratings(path, options, cache_dir)
         return Ratings(**{**r.__dict__, "name": source})
-    return read_ratings(Path(source), options)
+    return read_ratings(Path(source), options, cache_dir)
+
+
+def cache_folder(data_dir: str | Path) -> Path:
+    return Path(data_dir) / "cache"
 
 
 def load_predefined(train: str, test: str, validation: str | None = None,
-                    options: ReadOptions = ReadOptions()) -> Split:
+                    options: ReadOptions = ReadOptions(), cache_dir: str | Path | None = None) -> Split:
     """A split the user already has (MovieLens 100K ``u1.base``/``u1.test`` ...), on one vocabulary.
 
     A (user, item) pair in more than one part is an error (it would leak the answer).
     """
-    parts = [read_ratings(Path(p), options) for p in (train, validation, test) if p]
+    parts = [read_ratings(Path(p), options, cache_dir) for p in (train, validation, test) if p]
     raw_u = np.concatenate([r.user_ids[r.users] for r in parts])
     raw_i = np.concatenate([r.item_ids[r.items] for r in parts])
     rating = np.concatenate([r.ratings for r in parts])

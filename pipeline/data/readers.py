@@ -15,9 +15,15 @@ Formats (``--format``; detected from the name, then the content, when not given)
 
 Text files may be gzip-compressed (``.gz``). Columns of files with a header are found by name
 (``userId``/``user``/``user_id``, ``movieId``/``itemId``/``item``/``item_id``, ``rating``,
-``timestamp``/``time``) or given with ``user_col`` etc. Everything is read by pandas' C parser;
-validation is vectorized. Every problem is a :class:`DataError` naming the file and, where it can,
-the line or column.
+``timestamp``/``time``) or given with ``user_col`` etc. Every problem is a :class:`DataError`
+naming the file and, where it can, the line or column.
+
+Speed: text is read by pandas' C parser, first with typed columns (integer ids and timestamps,
+float ratings), which is what MovieLens and most exports hold; only if that fails (string ids,
+date timestamps, or a malformed line) is the file read again as text, which is slower but finds
+and names the bad line. Validation is vectorized. With ``cache_dir`` set, a file read once is
+kept as a binary entry keyed by its checksum (:mod:`pipeline.data.cache`), and later loads skip
+the parsing.
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from pipeline.data import cache
 from pipeline.data.ratings import DataError, Ratings, from_raw
 
 FORMATS = ("udata", "dat", "csv", "tsv", "parquet", "zip")
@@ -128,19 +135,51 @@ def _head(path: Path) -> bytes:
     return head
 
 
-def read_ratings(path: str | os.PathLike, options: ReadOptions = ReadOptions()) -> Ratings:
-    """Read and validate the ratings in ``path`` (see the module docstring)."""
+def read_ratings(path: str | os.PathLike, options: ReadOptions = ReadOptions(),
+                 cache_dir: str | os.PathLike | None = None) -> Ratings:
+    """Read and validate the ratings in ``path`` (see the module docstring).
+
+    With ``cache_dir``, a file already read with the same options is loaded from its binary
+    cache entry instead of parsed (see :mod:`pipeline.data.cache`).
+    """
     path = Path(path)
     check_path(path)
+    key = None
+    if cache_dir is not None:
+        key = cache.cache_key(path, options)
+        hit = cache.load(Path(cache_dir), key)
+        if hit is not None:
+            ratings, member = hit
+            return _with_side(ratings, path, member)
+    ratings, member = _parse(path, options)
+    if key is not None:
+        cache.store(Path(cache_dir), key, ratings, member)
+    return _with_side(ratings, path, member)
+
+
+def _parse(path: Path, options: ReadOptions) -> tuple[Ratings, str | None]:
+    """The validated ratings and, for an archive, the member they came from."""
     head = _head(path)
     fmt = options.format or detect_format(path, head)
     if fmt == "zip":
         return _read_zip(path, options)
     if fmt != "parquet" and b"\x00" in head:
         raise DataError(f"{path}: looks binary, not a text ratings file (use --format if it is Parquet)")
-    frame = _read_frame(path, fmt, options, label=str(path))
-    ratings = _to_ratings(frame, fmt, options, label=str(path), name=dataset_name(path))
-    return _with_side(ratings, path, None)
+    return _read_table(path, fmt, options, label=str(path), name=dataset_name(path)), None
+
+
+def _read_table(source, fmt: str, options: ReadOptions, label: str, name: str) -> Ratings:
+    """Typed fast read first; on any failure the text read, whose errors name the bad line."""
+    try:
+        frame = _read_typed(source, fmt, options)
+        if frame is not None:
+            return _to_ratings(frame, fmt, options, label=label, name=name)
+    except (DataError, ValueError, pd.errors.ParserError, UnicodeDecodeError, OSError, EOFError, zlib.error):
+        pass
+    if hasattr(source, "seek"):
+        source.seek(0)
+    frame = _read_frame(source, fmt, options, label=label)
+    return _to_ratings(frame, fmt, options, label=label, name=name)
 
 
 def _with_side(ratings: Ratings, path: Path, member: str | None) -> Ratings:
@@ -149,7 +188,7 @@ def _with_side(ratings: Ratings, path: Path, member: str | None) -> Ratings:
     return Ratings(**{**ratings.__dict__, "extra": side}) if side else ratings
 
 
-def _read_zip(path: Path, options: ReadOptions) -> Ratings:
+def _read_zip(path: Path, options: ReadOptions) -> tuple[Ratings, str]:
     try:
         with zipfile.ZipFile(path) as zf:
             names = [n for n in zf.namelist() if not n.endswith("/")]
@@ -160,15 +199,48 @@ def _read_zip(path: Path, options: ReadOptions) -> Ratings:
                     label = f"{path}!{member}"
                     with zf.open(member) as fh:
                         data = fh.read()  # reads the whole member: a CRC error shows up here
-                    frame = _read_frame(io.BytesIO(data), options.format if options.format not in (None, "zip") else fmt,
-                                        options, label=label)
                     top = member.split("/")[0] if "/" in member else dataset_name(path)
-                    return _with_side(_to_ratings(frame, fmt, options, label=label, name=top), path, member)
+                    inner = options.format if options.format not in (None, "zip") else fmt
+                    return _read_table(io.BytesIO(data), inner, options, label=label, name=top), member
     except (zipfile.BadZipFile, EOFError, zlib.error) as exc:
         raise DataError(f"{path}: truncated or corrupt zip archive ({exc})") from None
     shown = ", ".join(names[:8]) + (" ..." if len(names) > 8 else "")
     raise DataError(f"{path}: no ratings file in the archive (looked for u.data, ratings.dat, ratings.csv; "
                     f"it holds: {shown or 'nothing'})")
+
+
+_ID, _VALUE = np.int64, np.float64
+_TYPED = {0: _ID, 1: _ID, 2: _VALUE, 3: _ID}  # user, item, rating, timestamp
+
+
+def _read_typed(source, fmt: str, options: ReadOptions) -> pd.DataFrame | None:
+    """The table with numeric columns, or an exception / ``None`` when the file needs the text read.
+
+    Strict on shape: a line with too many fields is a parser error and one with too few leaves a
+    gap that an integer column refuses, so a malformed file always falls through to
+    :func:`_read_frame`.
+    """
+    if fmt == "udata":
+        frame = pd.read_csv(source, sep="\t", header=None, dtype=_TYPED, engine="c")
+        return frame.set_axis(NO_HEADER_COLUMNS, axis=1) if frame.shape[1] == 4 else None
+    if fmt == "dat":
+        dtype = {0: _ID, 2: _ID, 4: _VALUE, 6: _ID}
+        frame = pd.read_csv(source, sep=":", header=None, dtype=dtype, engine="c")
+        if frame.shape[1] != 7 or not frame[[1, 3, 5]].isna().all().all():
+            return None
+        return frame[[0, 2, 4, 6]].set_axis(NO_HEADER_COLUMNS, axis=1)
+    if fmt in ("csv", "tsv"):
+        sep = "\t" if fmt == "tsv" else ","
+        columns = pd.read_csv(source, sep=sep, nrows=0, engine="c")
+        if hasattr(source, "seek"):
+            source.seek(0)
+        picked = {role: _pick(columns, role, getattr(options, f"{role}_col" if role != "timestamp" else "time_col"),
+                              "", required=role != "timestamp")
+                  for role in ("user", "item", "rating", "timestamp")}
+        dtype = {col: (_VALUE if role == "rating" else _ID) for role, col in picked.items() if col is not None}
+        frame = pd.read_csv(source, sep=sep, header=0, dtype=dtype, engine="c")
+        return frame if len(frame) else None
+    return None
 
 
 def _read_frame(source, fmt: str, options: ReadOptions, label: str) -> pd.DataFrame:
@@ -269,7 +341,8 @@ def _to_ratings(frame: pd.DataFrame, fmt: str, options: ReadOptions, label: str,
 
     for role in ("user", "item"):
         col = frame[cols[role]]
-        missing = col.isna() | (col.astype(str).str.strip() == "")
+        numeric = col.dtype.kind in "iuf"  # the typed read: no blanks possible, and no 25M strings made
+        missing = col.isna() if numeric else col.isna() | (col.astype(str).str.strip() == "")
         if missing.any():
             raise DataError(f"{where(int(np.flatnonzero(missing.to_numpy())[0]))}: missing {role} id")
     raw_rating = frame[cols["rating"]]
