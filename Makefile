@@ -11,7 +11,7 @@ STUDY      ?= gd,gd-momentum,newton-cg,newton-cg-gn,trust-ncg,trust-krylov,lbfgs
 ARGS    ?=
 PORT    ?= 5000
 
-.PHONY: install data train compare sweep report bench bench-kernels bench-scale bench-train bench-peers ui test test-fast check-grad clean help
+.PHONY: install data train compare sweep report bench bench-kernels bench-scale bench-train bench-load bench-peers ui test test-fast check-grad clean help
 
 help:
 	@echo "make train      install, generate the default dataset, compare $(OPTIMIZERS), log to MLflow"
@@ -49,7 +49,7 @@ sweep: install data
 report: install
 	$(BIN)/recsys report $(ARGS)
 
-bench: bench-kernels bench-scale bench-train
+bench: bench-kernels bench-peers bench-scale bench-train bench-load
 
 bench-kernels: install
 	$(BIN)/python benchmarks/kernels.py
@@ -60,6 +60,9 @@ bench-scale: install
 bench-train: install
 	bash benchmarks/train_time.sh
 
+bench-load: install
+	$(BIN)/python benchmarks/load.py
+
 ML100K ?= data/ml-100k/u.data
 .venv-peers/.installed:
 	$(PYTHON) -m venv .venv-peers
@@ -68,7 +71,7 @@ ML100K ?= data/ml-100k/u.data
 	@touch $@
 
 bench-peers: install .venv-peers/.installed
-	$(BIN)/python benchmarks/peers.py $(ML100K)
+	$(BIN)/python benchmarks/peers.py $(wildcard $(ML100K))  # MovieLens 100K only where the file is
 
 check-grad: install data
 	$(BIN)/recsys check-grad --dataset $(DATASET) $(ARGS)

@@ -20,8 +20,6 @@ from pipeline.objectives import BiasedMF
 from pipeline.objectives import mf_kernels as K
 
 
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--ratings", type=int, default=1_000_000)
@@ -38,8 +36,10 @@ def main() -> None:
     v = rng.normal(size=fast.n_params)
     P, Q, b, c = fast.unpack(x)
     e = np.empty(fast.n_ratings)
-    Qp, cp = Q[fast._k_item_order], c[fast._k_item_order]  # the kernels' item layout (by popularity)
-    floor = timed(lambda: K.residuals(fast.indptr, fast._k_items, fast.ratings, fast.mu, P, Qp, b, cp, e), args.repeat)
+    V = np.empty((fast.n_items, fast.rank + 1))  # the kernels' item rows (q_i, c_i), by popularity
+    K.items(fast._k_item_order, Q, c, Q, c, V)
+    floor = timed(lambda: K.residuals(fast._k_bounds, fast.indptr, fast._k_items, fast.ratings, fast.mu, P, b, V, e),
+                  args.repeat)
     lg_fast = timed(lambda: fast.loss_grad(x + 0.0), args.repeat)  # a new array each time: no cache hit
     lg_ref = timed(lambda: ref.loss_grad(x + 0.0), args.repeat)
     fast.loss_grad(x)

@@ -16,59 +16,86 @@ import argparse
 import json
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
 
 from pipeline import evaluate
 from pipeline.config import ModelConfig
-from pipeline.data import ReadOptions, load_predefined, random_split, read_ratings, write_udata
+from pipeline.data import (ReadOptions, SyntheticSpec, generate, load_predefined, random_split, read_ratings,
+                           write_udata)
 from pipeline.objectives import build_objective
 from pipeline.optim import StoppingRule, minimize
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("dataset")
-    ap.add_argument("--peers-python", default=".venv-peers/bin/python")
-    ap.add_argument("--seed", type=int, default=0)
-    args = ap.parse_args()
-    ratings = read_ratings(args.dataset)
-    split = random_split(ratings, (0.8, 0.0, 0.2), seed=args.seed)
+OURS = (("ours: ALS (rank 50, reg 0.12, reg_bias 0.05)", "als"),
+        ("ours: Newton-CG (rank 50, reg 0.12, reg_bias 0.05)", "newton-cg"))
+
+
+def compare(label: str, ratings, peers_python: str, seed: int) -> None:
+    """One dataset: the same seeded 80/20 split to the peers (as files) and to ours."""
+    split = random_split(ratings, (0.8, 0.0, 0.2), seed=seed)
+    lo, hi = ratings.rating_scale
     with tempfile.TemporaryDirectory() as tmp:
         for part in ("train", "test"):
             write_udata(getattr(split, part), Path(tmp) / f"{part}.tsv")
-        out = subprocess.run([args.peers_python, "benchmarks/peers_fit.py", tmp], capture_output=True, text=True)
+        out = subprocess.run([peers_python, "benchmarks/peers_fit.py", tmp, f"{lo:g}", f"{hi:g}"],
+                             capture_output=True, text=True)
         peers = [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
         if out.returncode != 0:
             print(out.stderr.strip().splitlines()[-1] if out.stderr.strip() else "peers failed")
         split = load_predefined(str(Path(tmp) / "train.tsv"), str(Path(tmp) / "test.tsv"),
-                                options=ReadOptions(format="udata"))
+                                options=ReadOptions(format="udata", rating_scale=(lo, hi)))
     peers = [p for p in peers if "error" not in p]
     best = min(peers, key=lambda p: p["test_rmse"]) if peers else None
     fastest = min(peers, key=lambda p: p["fit_seconds"]) if peers else None
-    print(f"MovieLens 100K, random 80/20 split (seed {args.seed}): {len(split.train):,} train, {len(split.test):,} test")
-    print(f"{'method':48}{'fit s':>8}{'test RMSE':>11}")
+    print(f"{label}, random 80/20 split (seed {seed}): {len(split.train):,} train, {len(split.test):,} test")
+    print(f"{'method':52}{'fit s':>8}{'test RMSE':>11}")
     for p in peers:
-        print(f"{p['peer']:48}{p['fit_seconds']:8.2f}{p['test_rmse']:11.4f}")
+        print(f"{p['peer']:52}{p['fit_seconds']:8.2f}{p['test_rmse']:11.4f}")
     test = split.test
-    for name, model, optimizer in (("ours: ALS (rank 50, reg 0.12, reg_bias 0.05)", ModelConfig(rank=50, reg=0.12, reg_bias=0.05), "als"),
-                                   ("ours: Newton-CG (rank 50, reg 0.12, reg_bias 0.05)", ModelConfig(rank=50, reg=0.12, reg_bias=0.05), "newton-cg")):
-        f = build_objective(split.train, model)
+    ours_first = float("inf")
+    for name, optimizer in OURS:
+        t = time.perf_counter()
+        f = build_objective(split.train, ModelConfig(rank=50, reg=0.12, reg_bias=0.05))
+        build = time.perf_counter() - t
         x0 = f.init(np.random.default_rng(0))
+        f.loss_grad(x0)  # compiled kernels loaded outside the clock (as the peers' are imported)
         reached = {}
         res = minimize(optimizer, f, x0, StoppingRule(gtol=1e-5, max_iter=30, max_seconds=60),
-                       validate=lambda x, f=f: evaluate.rmse(evaluate.clip(f.predict(x, test.users, test.items), (1, 5)), test.ratings))
+                       validate=lambda x, f=f: evaluate.rmse(evaluate.clip(f.predict(x, test.users, test.items),
+                                                                           (lo, hi)), test.ratings))
         for r in res.history:
             if best and "t" not in reached and r.val_rmse <= best["test_rmse"]:
-                reached["t"] = r.seconds
+                reached["t"] = r.seconds + build
         final = res.final.val_rmse
         best_seen = min(r.val_rmse for r in res.history)
         when = f"{reached['t']:.2f} s" if "t" in reached else "not reached"
-        print(f"{name:48}{res.final.seconds:8.2f}{final:11.4f}   best {best_seen:.4f}; reaches the best peer's "
-              f"{best['test_rmse'] if best else float('nan'):.4f} at {when}")
+        print(f"{name:52}{res.final.seconds + build:8.2f}{final:11.4f}   best {best_seen:.4f}; reaches the best "
+              f"peer's {best['test_rmse'] if best else float('nan'):.4f} at {when}")
+        if "t" in reached:
+            ours_first = min(ours_first, reached["t"])
     if fastest:
-        print(f"fastest peer fit: {fastest['peer']} {fastest['fit_seconds']:.2f} s")
+        met = ours_first < fastest["fit_seconds"]
+        print(f"fastest peer fit: {fastest['peer']} {fastest['fit_seconds']:.2f} s; ours first reaches the best peer's "
+              f"test RMSE at {ours_first:.2f} s (target: sooner than the fastest fit: {'met' if met else 'MISSED'})")
+    print()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("dataset", nargs="?", help="MovieLens 100K u.data or archive (omit to run the synthetic half only)")
+    ap.add_argument("--peers-python", default=".venv-peers/bin/python")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--synthetic-ratings", type=int, default=1_000_000)
+    args = ap.parse_args()
+    if args.dataset:
+        compare("MovieLens 100K", read_ratings(args.dataset), args.peers_python, args.seed)
+    if args.synthetic_ratings:
+        synthetic = generate(SyntheticSpec(n_users=6040, n_items=3706, n_ratings=args.synthetic_ratings, seed=1))
+        compare(f"Synthetic {args.synthetic_ratings:,} ratings (6,040 x 3,706, seed 1)", synthetic,
+                args.peers_python, args.seed)
 
 
 if __name__ == "__main__":

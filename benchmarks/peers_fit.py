@@ -2,7 +2,7 @@
 a split written by `recsys data split` and prints one JSON line per peer (fit seconds, test RMSE).
 Never imported by the project; the peers are not runtime dependencies.
 
-    .venv-peers/bin/python benchmarks/peers_fit.py SPLIT_DIR
+    .venv-peers/bin/python benchmarks/peers_fit.py SPLIT_DIR [LOW HIGH]   (the rating scale, default 1 5)
 """
 
 import json
@@ -14,17 +14,18 @@ import pandas as pd
 
 cols = ["user", "item", "rating", "timestamp"]
 split = sys.argv[1]
+low, high = (float(a) for a in sys.argv[2:4]) if len(sys.argv) >= 4 else (1.0, 5.0)
 train = pd.read_csv(f"{split}/train.tsv", sep="\t", names=cols)
 test = pd.read_csv(f"{split}/test.tsv", sep="\t", names=cols)
 
 
 def rmse(pred):
-    return float(np.sqrt(np.mean((np.clip(pred, 1, 5) - test["rating"].to_numpy()) ** 2)))
+    return float(np.sqrt(np.mean((np.clip(pred, low, high) - test["rating"].to_numpy()) ** 2)))
 
 
 try:
     from surprise import SVD, Dataset, Reader
-    data = Dataset.load_from_df(train[["user", "item", "rating"]], Reader(rating_scale=(1, 5)))
+    data = Dataset.load_from_df(train[["user", "item", "rating"]], Reader(rating_scale=(low, high)))
     trainset = data.build_full_trainset()
     for name, algo in (("surprise SVD (defaults: k=100, 20 epochs)", SVD(random_state=0)),
                        ("surprise SVD (k=50, 40 epochs, reg 0.05)", SVD(n_factors=50, n_epochs=40, reg_all=0.05,

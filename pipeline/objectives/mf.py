@@ -135,8 +135,9 @@ class BiasedMF:
             self._k_items = item_rank[self.items]
             self._k_bounds = K.blocks(self.indptr)
             n_blocks = len(self._k_bounds) - 1
-            self._k_Qbuf = np.empty((n_blocks, self.n_items, self.rank))
-            self._k_cbuf = np.empty((n_blocks, self.n_items))
+            self._k_buf = np.empty((n_blocks, self.n_items, self.rank + 1))  # per-thread item sums
+            self._k_V = np.empty((self.n_items, self.rank + 1))               # (q_i, c_i) at _fast_x
+            self._k_HV = np.empty((self.n_items, 2 * (self.rank + 1)))       # (q_i, c_i, dq_i, dc_i)
             self._fast_x: np.ndarray | None = None
             self._fast_e = np.empty(self.n_ratings)
 
@@ -192,24 +193,35 @@ class BiasedMF:
             self._fast_x = np.empty_like(x)
         np.copyto(self._fast_x, x)
 
+    def _fast_at(self, x: np.ndarray) -> None:
+        """Item rows ``V`` and residuals ``e`` at ``x`` (kept while ``x`` does not change)."""
+        from pipeline.objectives import mf_kernels as K
+        if self._fast_x is not None and np.array_equal(self._fast_x, x):
+            return
+        P, Q, b, c = self.unpack(x)
+        K.items(self._k_item_order, Q, c, Q, c, self._k_V)
+        K.residuals(self._k_bounds, self.indptr, self._k_items, self.ratings, self.mu, P, b, self._k_V, self._fast_e)
+        self._fast_remember(x)
+
     def _fast_loss_grad(self, x: np.ndarray, with_grad: bool = True):
         from pipeline.objectives import mf_kernels as K
         x = np.ascontiguousarray(x, dtype=np.float64)
         P, Q, b, c = self.unpack(x)
+        V, order, scale = self._k_V, self._k_item_order, 1.0 / self.n_ratings
+        K.items(order, Q, c, Q, c, V)
+        if not with_grad:  # the residual pass alone (the benchmarks' floor), then the penalty
+            data = K.residuals(self._k_bounds, self.indptr, self._k_items, self.ratings, self.mu, P, b, V,
+                               self._fast_e)
+            self._fast_remember(x)
+            return (data + self._penalty(P, Q, b, c)) * scale, None
         g = np.empty(self.n_params)
-        gP, gQ, gb, gc = self.unpack(g)  # the kernel writes straight into the gradient vector
-        order = self._k_item_order
-        data = K.loss_grad(self._k_bounds, self.indptr, self._k_items, self.ratings, self.mu, P, Q[order], b,
-                           c[order], self._fast_e, gP, gb, self._k_Qbuf, self._k_cbuf)
+        gP, gQ, gb, gc = self.unpack(g)  # the kernels write straight into the gradient vector
+        lam, lam_b = self.reg, self.reg_bias
+        data = K.loss_grad(self._k_bounds, self.indptr, self._k_items, self.ratings, self.mu, P, b, V,
+                           self.w_user, lam, lam_b, scale, self._fast_e, gP, gb, self._k_buf)
+        data += K.finish_items(order, self._k_buf, V, 0, self.w_item, lam, lam_b, scale, gQ, gc)
         self._fast_remember(x)
-        value = (data + self._penalty(P, Q, b, c)) / self.n_ratings
-        if not with_grad:
-            return value, None
-        gQ[order] = self._k_Qbuf.sum(axis=0)
-        gc[order] = self._k_cbuf.sum(axis=0)
-        self._add_penalty(g, x)
-        g /= self.n_ratings
-        return value, g
+        return data * scale, g
 
     def _add_penalty(self, out: np.ndarray, v: np.ndarray) -> None:
         """``out += D v`` with ``D`` the (diagonal) penalty Hessian, in place."""
@@ -224,22 +236,17 @@ class BiasedMF:
     def _fast_hessp(self, x: np.ndarray, v: np.ndarray, exact: bool) -> np.ndarray:
         from pipeline.objectives import mf_kernels as K
         x = np.ascontiguousarray(x, dtype=np.float64)
+        self._fast_at(x)
         P, Q, b, c = self.unpack(x)
-        order = self._k_item_order
-        Qp = Q[order]
-        if self._fast_x is None or not np.array_equal(self._fast_x, x):
-            K.residuals(self.indptr, self._k_items, self.ratings, self.mu, P, Qp, b, c[order], self._fast_e)
-            self._fast_remember(x)
-        v = np.ascontiguousarray(v, dtype=np.float64)
-        dP, dQ, db, dc = self.unpack(v)
+        dP, dQ, db, dc = self.unpack(np.ascontiguousarray(v, dtype=np.float64))
+        HV, order, scale = self._k_HV, self._k_item_order, 1.0 / self.n_ratings
+        K.items(order, Q, c, dQ, dc, HV)
         h = np.empty(self.n_params)
         hP, hQ, hb, hc = self.unpack(h)
-        K.hessp(self._k_bounds, self.indptr, self._k_items, self._fast_e, P, Qp, dP, dQ[order], db, dc[order], exact,
-                hP, hb, self._k_Qbuf, self._k_cbuf)
-        hQ[order] = self._k_Qbuf.sum(axis=0)
-        hc[order] = self._k_cbuf.sum(axis=0)
-        self._add_penalty(h, v)
-        h /= self.n_ratings
+        lam, lam_b = self.reg, self.reg_bias
+        K.hessp(self._k_bounds, self.indptr, self._k_items, self._fast_e, P, dP, db, HV, exact, self.w_user, lam,
+                lam_b, scale, hP, hb, self._k_buf)
+        K.finish_items(order, self._k_buf, HV, self.rank + 1, self.w_item, lam, lam_b, scale, hQ, hc)
         return h
 
     def _loss(self, s: _State) -> float:
