@@ -204,16 +204,14 @@ class BiasedMF:
         self._fast_remember(x)
 
     def _fast_loss_grad(self, x: np.ndarray, with_grad: bool = True):
+        """Value (and gradient). ``loss`` alone runs the same pass: a residual-only pass would be
+        cheaper, but its sums, re-associated differently, differ from these in the last bits, and
+        line searches compare values from both (gradient descent then stopped early in a test)."""
         from pipeline.objectives import mf_kernels as K
         x = np.ascontiguousarray(x, dtype=np.float64)
         P, Q, b, c = self.unpack(x)
         V, order, scale = self._k_V, self._k_item_order, 1.0 / self.n_ratings
         K.items(order, Q, c, Q, c, V)
-        if not with_grad:  # the residual pass alone (the benchmarks' floor), then the penalty
-            data = K.residuals(self._k_bounds, self.indptr, self._k_items, self.ratings, self.mu, P, b, V,
-                               self._fast_e)
-            self._fast_remember(x)
-            return (data + self._penalty(P, Q, b, c)) * scale, None
         g = np.empty(self.n_params)
         gP, gQ, gb, gc = self.unpack(g)  # the kernels write straight into the gradient vector
         lam, lam_b = self.reg, self.reg_bias
@@ -221,7 +219,7 @@ class BiasedMF:
                            self.w_user, lam, lam_b, scale, self._fast_e, gP, gb, self._k_buf)
         data += K.finish_items(order, self._k_buf, V, 0, self.w_item, lam, lam_b, scale, gQ, gc)
         self._fast_remember(x)
-        return data * scale, g
+        return data * scale, (g if with_grad else None)
 
     def _add_penalty(self, out: np.ndarray, v: np.ndarray) -> None:
         """``out += D v`` with ``D`` the (diagonal) penalty Hessian, in place."""

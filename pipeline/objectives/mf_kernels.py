@@ -18,7 +18,7 @@ scale and writes the result back in the caller's item order; the user side does 
 main pass, so a call makes no O(parameters) numpy passes beyond building ``V``.
 
 * ``residuals``: ``e = mu + b_u + c_i + p_u . q_i - r`` and ``1/2 sum e^2`` (the floor of the
-  benchmarks; also ``loss`` alone, for line searches);
+  benchmarks; ``hessp`` at a point no ``loss_grad`` has seen);
 * ``loss_grad``: residuals, data loss, ``sum_i e q_i``, ``sum_i e`` per user and
   ``sum_u e p_u``, ``sum_u e`` per item, in one pass;
 * ``hessp``: at cached residuals ``e``, ``de = db_u + dc_i + dp_u.q_i + p_u.dq_i`` and the
