@@ -64,3 +64,40 @@ def test_fast_path_on_random_tiny_problems(seed, rank):
     x, v = rng.normal(0, 0.5, (2, fast.n_params))
     assert rel(fast.loss_grad(x)[1], ref.loss_grad(x)[1]) <= 1e-10
     assert rel(fast.hessp(x, v), ref.hessp(x, v)) <= 1e-10
+
+
+# -- the cache-blocked schedule (large data) on small data, by shrinking the block size ---------------
+@pytest.mark.parametrize("block_bytes", [1500, 6000])
+def test_blocked_schedule_equals_reference(data, monkeypatch, block_bytes):
+    from pipeline.objectives import mf_kernels as K
+    monkeypatch.setattr(K, "BLOCK_BYTES", block_bytes)  # a few items per tile, a few users per group
+    fast = BiasedMF(data, rank=5, reg=0.2, reg_bias=0.1, kernel="numba")
+    ref = BiasedMF(data, rank=5, reg=0.2, reg_bias=0.1, kernel="numpy")
+    thread_runs, run_ptr, run_user, user_bounds, items = fast._k_sched
+    assert len(run_user) > data.n_users  # users really are split into several runs
+    rng = np.random.default_rng(3)
+    x, y, v = rng.normal(0, 0.3, (3, fast.n_params))
+    (ff, gf), (fr, gr) = fast.loss_grad(x), ref.loss_grad(x)
+    assert abs(ff - fr) <= 1e-10 * abs(fr) and rel(gf, gr) <= 1e-10
+    assert rel(fast.hessp(x, v), ref.hessp(x, v)) <= 1e-10
+    assert rel(fast.gnvp(y, v), ref.gnvp(y, v)) <= 1e-10  # residuals recomputed in the blocked order
+
+
+def test_schedule_is_a_permutation_into_runs_of_one_user(data):
+    from pipeline.objectives import mf_kernels as K
+    f = BiasedMF(data, rank=5, kernel="numpy")
+    labels = np.argsort(np.argsort(-f.item_counts, kind="stable"))[f.items]
+    block_bytes = 2000
+    perm, (thread_runs, run_ptr, run_user, user_bounds, items) = K.schedule(
+        f.users, labels, f.indptr, f.n_items, 5, block_bytes=block_bytes, n_threads=2)
+    assert np.array_equal(np.sort(perm), np.arange(f.n_ratings))
+    assert np.array_equal(items, labels[perm])
+    per_tile = block_bytes // (24 * 6)
+    for q in range(len(run_user)):
+        assert (f.users[perm[run_ptr[q]:run_ptr[q + 1]]] == run_user[q]).all()
+    pairs = np.unique(f.users * f.n_items + labels // per_tile)
+    assert data.n_users < len(run_user) <= len(pairs)  # blocked, and at most one run per (user, tile)
+    for t in range(2):  # a thread's runs hold exactly its users' ratings
+        runs = slice(thread_runs[t], thread_runs[t + 1])
+        assert set(run_user[runs]) <= set(range(user_bounds[t], user_bounds[t + 1]))
+        assert run_ptr[thread_runs[t + 1]] - run_ptr[thread_runs[t]] == f.indptr[user_bounds[t + 1]] - f.indptr[user_bounds[t]]

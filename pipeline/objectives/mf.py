@@ -132,9 +132,10 @@ class BiasedMF:
             self._k_item_order = np.argsort(-self.item_counts, kind="stable")  # new label -> item
             item_rank = np.empty(self.n_items, np.int64)
             item_rank[self._k_item_order] = np.arange(self.n_items)
-            self._k_items = item_rank[self.items]
-            self._k_bounds = K.blocks(self.indptr)
-            n_blocks = len(self._k_bounds) - 1
+            # The order the kernels visit the ratings in (cache blocks on large data; see schedule).
+            perm, self._k_sched = K.schedule(self.users, item_rank[self.items], self.indptr, self.n_items, self.rank)
+            self._k_ratings = self.ratings[perm]
+            n_blocks = len(self._k_sched[0]) - 1
             self._k_buf = np.empty((n_blocks, self.n_items, self.rank + 1))  # per-thread item sums
             self._k_V = np.empty((self.n_items, self.rank + 1))               # (q_i, c_i) at _fast_x
             self._k_HV = np.empty((self.n_items, 2 * (self.rank + 1)))       # (q_i, c_i, dq_i, dc_i)
@@ -199,8 +200,8 @@ class BiasedMF:
         if self._fast_x is not None and np.array_equal(self._fast_x, x):
             return
         P, Q, b, c = self.unpack(x)
-        K.items(self._k_item_order, Q, c, Q, c, self._k_V)
-        K.residuals(self._k_bounds, self.indptr, self._k_items, self.ratings, self.mu, P, b, self._k_V, self._fast_e)
+        K.item_rows(self._k_item_order, Q, c, Q, c, self._k_V)
+        K.residuals(self._k_sched, self._k_ratings, self.mu, P, b, self._k_V, self._fast_e)
         self._fast_remember(x)
 
     def _fast_loss_grad(self, x: np.ndarray, with_grad: bool = True):
@@ -211,12 +212,12 @@ class BiasedMF:
         x = np.ascontiguousarray(x, dtype=np.float64)
         P, Q, b, c = self.unpack(x)
         V, order, scale = self._k_V, self._k_item_order, 1.0 / self.n_ratings
-        K.items(order, Q, c, Q, c, V)
+        K.item_rows(order, Q, c, Q, c, V)
         g = np.empty(self.n_params)
         gP, gQ, gb, gc = self.unpack(g)  # the kernels write straight into the gradient vector
         lam, lam_b = self.reg, self.reg_bias
-        data = K.loss_grad(self._k_bounds, self.indptr, self._k_items, self.ratings, self.mu, P, b, V,
-                           self.w_user, lam, lam_b, scale, self._fast_e, gP, gb, self._k_buf)
+        data = K.loss_grad(self._k_sched, self._k_ratings, self.mu, P, b, V, self.w_user, lam, lam_b, scale,
+                           self._fast_e, gP, gb, self._k_buf)
         data += K.finish_items(order, self._k_buf, V, 0, self.w_item, lam, lam_b, scale, gQ, gc)
         self._fast_remember(x)
         return data * scale, (g if with_grad else None)
@@ -238,12 +239,12 @@ class BiasedMF:
         P, Q, b, c = self.unpack(x)
         dP, dQ, db, dc = self.unpack(np.ascontiguousarray(v, dtype=np.float64))
         HV, order, scale = self._k_HV, self._k_item_order, 1.0 / self.n_ratings
-        K.items(order, Q, c, dQ, dc, HV)
+        K.item_rows(order, Q, c, dQ, dc, HV)
         h = np.empty(self.n_params)
         hP, hQ, hb, hc = self.unpack(h)
         lam, lam_b = self.reg, self.reg_bias
-        K.hessp(self._k_bounds, self.indptr, self._k_items, self._fast_e, P, dP, db, HV, exact, self.w_user, lam,
-                lam_b, scale, hP, hb, self._k_buf)
+        K.hessp(self._k_sched, self._fast_e, P, dP, db, HV, exact, self.w_user, lam, lam_b, scale, hP, hb,
+                self._k_buf)
         K.finish_items(order, self._k_buf, HV, self.rank + 1, self.w_item, lam, lam_b, scale, hQ, hc)
         return h
 
