@@ -29,7 +29,9 @@ try:
     trainset = data.build_full_trainset()
     for name, algo in (("surprise SVD (defaults: k=100, 20 epochs)", SVD(random_state=0)),
                        ("surprise SVD (k=50, 40 epochs, reg 0.05)", SVD(n_factors=50, n_epochs=40, reg_all=0.05,
-                                                                         lr_all=0.007, random_state=0))):
+                                                                         lr_all=0.007, random_state=0)),
+                       ("surprise SVD (k=5, 40 epochs, reg 0.05)", SVD(n_factors=5, n_epochs=40, reg_all=0.05,
+                                                                        lr_all=0.007, random_state=0))):
         t = time.perf_counter()
         algo.fit(trainset)
         seconds = time.perf_counter() - t
@@ -41,7 +43,11 @@ except ImportError as exc:
 try:
     from cmfrec import CMF
     for name, model in (("cmfrec CMF ALS (k=50, lambda 10)", CMF(method="als", k=50, lambda_=10.0, verbose=False,
-                                                                  random_state=0, nthreads=2)),):
+                                                                  random_state=0, nthreads=2)),
+                        ("cmfrec CMF ALS (k=5, lambda 10)", CMF(method="als", k=5, lambda_=10.0, verbose=False,
+                                                                 random_state=0, nthreads=2)),
+                        ("cmfrec CMF ALS (k=5, lambda 1)", CMF(method="als", k=5, lambda_=1.0, verbose=False,
+                                                                random_state=0, nthreads=2))):
         t = time.perf_counter()
         model.fit(train.rename(columns={"user": "UserId", "item": "ItemId", "rating": "Rating"})[["UserId", "ItemId", "Rating"]])
         seconds = time.perf_counter() - t
