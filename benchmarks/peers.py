@@ -87,9 +87,10 @@ def compare(label: str, ratings, model: ModelConfig, peers_python: str, seed: in
         if "t" in reached:
             ours_first = min(ours_first, reached["t"])
     if fastest:
-        met = ours_first < fastest["fit_seconds"]
-        print(f"fastest peer fit: {fastest['peer']} {fastest['fit_seconds']:.2f} s; ours first reaches the best peer's "
-              f"test RMSE at {ours_first:.2f} s (target: sooner than the fastest fit: {'met' if met else 'MISSED'})")
+        for what, peer in (("the fastest peer fit", fastest), ("the best peer's own fit", best)):
+            met = ours_first < peer["fit_seconds"]
+            print(f"ours first reaches the best peer's test RMSE at {ours_first:.2f} s; {what}: {peer['peer']} "
+                  f"{peer['fit_seconds']:.2f} s (target: sooner: {'met' if met else 'MISSED'})")
     print()
 
 

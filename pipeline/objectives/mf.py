@@ -107,7 +107,8 @@ class BiasedMF:
         self.rank, self.reg, self.reg_bias, self.weighting = int(rank), float(reg), float(reg_bias), weighting
         self.init_scale = float(init_scale)
         self.n_users, self.n_items = train.n_users, train.n_items
-        order = np.lexsort((train.items, train.users))  # CSR order: by user, then item
+        # CSR order: by user, then item (one int64 key; pairs are unique, so any sort gives one order)
+        order = np.argsort(train.users.astype(np.int64) * train.n_items + train.items)
         self.users = train.users[order].astype(np.int64)
         self.items = train.items[order].astype(np.int64)
         self.ratings = train.ratings[order]
