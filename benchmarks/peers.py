@@ -42,14 +42,14 @@ OURS = {"movielens": ModelConfig(rank=50, reg=0.12, reg_bias=0.05),
         "synthetic": ModelConfig(rank=5, reg=0.02, reg_bias=0.05)}
 
 
-def compare(label: str, ratings, model: ModelConfig, peers_python: str, seed: int) -> None:
+def compare(label: str, ratings, model: ModelConfig, peers_python: str, seed: int, repeat: int) -> None:
     """One dataset: the same seeded 80/20 split to the peers (as files) and to ours."""
     split = random_split(ratings, (0.8, 0.0, 0.2), seed=seed)
     lo, hi = ratings.rating_scale
     with tempfile.TemporaryDirectory() as tmp:
         for part in ("train", "test"):
             write_udata(getattr(split, part), Path(tmp) / f"{part}.tsv")
-        out = subprocess.run([peers_python, "benchmarks/peers_fit.py", tmp, f"{lo:g}", f"{hi:g}"],
+        out = subprocess.run([peers_python, "benchmarks/peers_fit.py", tmp, f"{lo:g}", f"{hi:g}", str(repeat)],
                              capture_output=True, text=True)
         peers = [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
         if out.returncode != 0:
@@ -67,25 +67,28 @@ def compare(label: str, ratings, model: ModelConfig, peers_python: str, seed: in
     ours_first = float("inf")
     for optimizer in ("als", "newton-cg"):
         name = f"ours: {optimizer} (rank {model.rank}, reg {model.reg:g}, reg_bias {model.reg_bias:g})"
-        t = time.perf_counter()
-        f = build_objective(split.train, model)
-        build = time.perf_counter() - t
-        x0 = f.init(np.random.default_rng(0))
-        f.loss_grad(x0)  # compiled kernels loaded outside the clock (as the peers' are imported)
-        reached = {}
-        res = minimize(optimizer, f, x0, StoppingRule(gtol=1e-5, max_iter=30, max_seconds=60),
-                       validate=lambda x, f=f: evaluate.rmse(evaluate.clip(f.predict(x, test.users, test.items),
-                                                                           (lo, hi)), test.ratings))
-        for r in res.history:
-            if best and "t" not in reached and r.val_rmse <= best["test_rmse"]:
-                reached["t"] = r.seconds + build
+        score = lambda x, f: evaluate.rmse(evaluate.clip(f.predict(x, test.users, test.items), (lo, hi)),  # noqa: E731
+                                           test.ratings)
+        runs = []
+        for _ in range(repeat):  # the fastest of `repeat` fits, as for the peers
+            t = time.perf_counter()
+            f = build_objective(split.train, model)
+            build = time.perf_counter() - t
+            x0 = f.init(np.random.default_rng(0))
+            f.loss_grad(x0)  # compiled kernels loaded outside the clock (as the peers' are imported)
+            res = minimize(optimizer, f, x0, StoppingRule(gtol=1e-5, max_iter=30, max_seconds=60),
+                           validate=lambda x, f=f: score(x, f))
+            reached = [r.seconds + build for r in res.history if best and r.val_rmse <= best["test_rmse"]]
+            runs.append((reached[0] if reached else float("inf"), res.final.seconds + build, res))
+        first = min(r[0] for r in runs)
+        total = min(r[1] for r in runs)
+        res = runs[-1][2]
         final = res.final.val_rmse
         best_seen = min(r.val_rmse for r in res.history)
-        when = f"{reached['t']:.2f} s" if "t" in reached else "not reached"
-        print(f"{name:52}{res.final.seconds + build:8.2f}{final:11.4f}   best {best_seen:.4f}; reaches the best "
+        when = f"{first:.2f} s" if first < float("inf") else "not reached"
+        print(f"{name:52}{total:8.2f}{final:11.4f}   best {best_seen:.4f}; reaches the best "
               f"peer's {best['test_rmse'] if best else float('nan'):.4f} at {when}")
-        if "t" in reached:
-            ours_first = min(ours_first, reached["t"])
+        ours_first = min(ours_first, first)
     if fastest:
         for what, peer in (("the fastest peer fit", fastest), ("the best peer's own fit", best)):
             met = ours_first < peer["fit_seconds"]
@@ -100,13 +103,15 @@ def main() -> None:
     ap.add_argument("--peers-python", default=".venv-peers/bin/python")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--synthetic-ratings", type=int, default=1_000_000)
+    ap.add_argument("--repeat", type=int, default=3, help="fits per method, fastest reported (both sides)")
     args = ap.parse_args()
     if args.dataset:
-        compare("MovieLens 100K", read_ratings(args.dataset), OURS["movielens"], args.peers_python, args.seed)
+        compare("MovieLens 100K", read_ratings(args.dataset), OURS["movielens"], args.peers_python, args.seed,
+                args.repeat)
     if args.synthetic_ratings:
         synthetic = generate(SyntheticSpec(n_users=6040, n_items=3706, n_ratings=args.synthetic_ratings, seed=1))
         compare(f"Synthetic {args.synthetic_ratings:,} ratings (6,040 x 3,706, seed 1)", synthetic, OURS["synthetic"],
-                args.peers_python, args.seed)
+                args.peers_python, args.seed, args.repeat)
 
 
 if __name__ == "__main__":
