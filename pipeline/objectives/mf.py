@@ -312,6 +312,18 @@ class BiasedMF:
         a (k+1)-square system per user, solved in one batched call. Each half-sweep is an exact
         block minimization, so ALS never increases the objective. Costs two passes over the ratings.
         """
+        if self.kernel == "numba":  # the same normal equations, solved in one compiled parallel pass per side
+            from pipeline.objectives import mf_kernels as K
+            out = np.array(x, dtype=np.float64, copy=True)
+            P, Q, b, c = self.unpack(out)
+            order, indptr_i = self._item_order()
+            if not hasattr(self, "_by_item_cols"):
+                self._by_item_cols = (self.users[order], self.ratings[order])
+            K.ridge_rows(self.indptr, self.items, self.ratings, self.mu, Q, c, self.w_user, self.reg, self.reg_bias,
+                         P, b)
+            K.ridge_rows(indptr_i, self._by_item_cols[0], self._by_item_cols[1], self.mu, P, b, self.w_item,
+                         self.reg, self.reg_bias, Q, c)
+            return out
         P, Q, b, c = (a.copy() for a in self.unpack(np.asarray(x, dtype=np.float64)))
         P, b = self._ridge_side(self.users, self.items, self.indptr, Q, c, self.w_user, np.arange(self.n_ratings))
         order, indptr_i = self._item_order()

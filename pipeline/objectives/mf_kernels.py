@@ -324,3 +324,64 @@ def finish_items(order, buf, V, col, w, lam, lam_b, scale, outQ, outc):
         outc[o] = scale * (s + lam_b * wi * x)
         part[i] = wi * (lam * norm + lam_b * x * x)
     return 0.5 * part.sum()
+
+
+@njit(**_FLAGS)
+def ridge_rows(indptr, cols, r, mu, F, f_bias, w, lam, lam_b, out_F, out_b):
+    """One ALS half-sweep: for every row ``u`` (a user, or an item with the roles swapped) the exact
+    minimizer ``y = (p_u, b_u)`` of ``sum_j (z_j . y - t_j)^2 + w_u (lam |p_u|^2 + lam_b b_u^2)`` with
+    ``z_j = (F[c_j], 1)`` and ``t_j = r_j - mu - f_bias[c_j]`` over the row's ratings ``j``:
+    the normal equations ``(sum_j z_j z_j^T + w_u D) y = sum_j t_j z_j`` solved by Cholesky
+    (positive definite when ``w_u lam > 0`` or the ``z_j`` span; a row without ratings gets 0).
+    Memory per thread O(k^2); no N x k temporaries."""
+    n_rows = len(indptr) - 1
+    k = F.shape[1]
+    k1 = k + 1
+    for row in prange(n_rows):
+        start, stop = indptr[row], indptr[row + 1]
+        if start == stop:
+            out_F[row, :] = 0.0
+            out_b[row] = 0.0
+            continue
+        A = np.zeros((k1, k1))
+        y = np.zeros(k1)
+        z = np.empty(k1)
+        for j in range(start, stop):
+            c = cols[j]
+            for f in range(k):
+                z[f] = F[c, f]
+            z[k] = 1.0
+            t = r[j] - mu - f_bias[c]
+            for a in range(k1):
+                za = z[a]
+                y[a] += t * za
+                for bb in range(a + 1):
+                    A[a, bb] += za * z[bb]
+        for a in range(k):
+            A[a, a] += w[row] * lam
+        A[k, k] += w[row] * lam_b
+        # Cholesky A = L L^T in the lower triangle, then two triangular solves.
+        for a in range(k1):
+            s = A[a, a]
+            for bb in range(a):
+                s -= A[a, bb] * A[a, bb]
+            d = np.sqrt(s) if s > 0.0 else 1e-300
+            A[a, a] = d
+            for i in range(a + 1, k1):
+                s = A[i, a]
+                for bb in range(a):
+                    s -= A[i, bb] * A[a, bb]
+                A[i, a] = s / d
+        for a in range(k1):
+            s = y[a]
+            for bb in range(a):
+                s -= A[a, bb] * y[bb]
+            y[a] = s / A[a, a]
+        for a in range(k1 - 1, -1, -1):
+            s = y[a]
+            for bb in range(a + 1, k1):
+                s -= A[bb, a] * y[bb]
+            y[a] = s / A[a, a]
+        for f in range(k):
+            out_F[row, f] = y[f]
+        out_b[row] = y[k]
