@@ -113,3 +113,12 @@ def test_compiled_als_sweep_equals_reference(data, rank, weighting):
         assert rel(x_fast, x_ref) <= 1e-10
         assert fast.loss(x_fast) <= fast.loss(x) + 1e-15  # an exact block minimization never goes up
         x = x_ref
+
+
+def test_compiled_sgd_epoch_equals_reference(data):
+    fast = BiasedMF(data, rank=4, reg=0.05, reg_bias=0.02, kernel="numba")
+    ref = BiasedMF(data, rank=4, reg=0.05, reg_bias=0.02, kernel="numpy")
+    x = fast.init(np.random.default_rng(0))
+    x_fast = fast.sgd_epoch(x, 0.01, np.random.default_rng(5))
+    x_ref = ref.sgd_epoch(x, 0.01, np.random.default_rng(5))  # same seed: the same order of ratings
+    assert rel(x_fast, x_ref) <= 1e-10 and not np.array_equal(x_fast, x)

@@ -366,7 +366,12 @@ class BiasedMF:
         P, Q, b, c = self.unpack(x)
         lam, lam_b, mu = self.reg, self.reg_bias, self.mu
         users, items, ratings = self.users, self.items, self.ratings
-        for j in rng.permutation(self.n_ratings):
+        order = rng.permutation(self.n_ratings)
+        if self.kernel == "numba":  # the same steps in the same order, compiled
+            from pipeline.objectives import mf_kernels as K
+            K.sgd_epoch(order, users, items, ratings, mu, float(lr), lam, lam_b, P, Q, b, c)
+            return x
+        for j in order:
             u, i = users[j], items[j]
             pu, qi = P[u], Q[i]
             e = mu + b[u] + c[i] + pu @ qi - ratings[j]

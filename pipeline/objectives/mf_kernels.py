@@ -385,3 +385,23 @@ def ridge_rows(indptr, cols, r, mu, F, f_bias, w, lam, lam_b, out_F, out_b):
         for f in range(k):
             out_F[row, f] = y[f]
         out_b[row] = y[k]
+
+
+@njit(fastmath=True, cache=True, nogil=True)
+def sgd_epoch(order, users, items, r, mu, lr, lam, lam_b, P, Q, b, c):
+    """One epoch of per-rating SGD in the given order, in place (the update in ``BiasedMF.sgd_epoch``).
+    Serial: each step reads what the previous one wrote, as in Surprise's SVD."""
+    k = P.shape[1]
+    for j in order:
+        u = users[j]
+        i = items[j]
+        e = mu + b[u] + c[i] - r[j]
+        for f in range(k):
+            e += P[u, f] * Q[i, f]
+        for f in range(k):
+            pf = P[u, f]
+            qf = Q[i, f]
+            P[u, f] = pf - lr * (e * qf + lam * pf)
+            Q[i, f] = qf - lr * (e * pf + lam * qf)
+        b[u] -= lr * (e + lam_b * b[u])
+        c[i] -= lr * (e + lam_b * c[i])
