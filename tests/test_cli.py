@@ -216,6 +216,17 @@ def test_data_describe(runner, small_file):
     assert "user split: train" in res.stdout
 
 
+def test_parsed_files_are_cached_in_the_data_dir_unless_told_not_to(runner, small_file, tmp_path):
+    on, off = tmp_path / "on", tmp_path / "off"
+    for folder, flag in ((on, "--cache"), (off, "--no-cache")):
+        for _ in range(2):  # the second run reads the entry the first one wrote
+            res = runner.invoke(cli, ["data", "describe", str(small_file), "--data-dir", str(folder), flag])
+            assert res.exit_code == 0, res.output
+            assert "1,200 ratings, 60 users" in res.stdout
+    assert len(list((on / "cache").glob("*.npz"))) == 1
+    assert not (off / "cache").exists()
+
+
 def test_seeds_make_repeats_with_a_band_figure(tmp_path, runner, small_file, tracking_uri, monkeypatch):
     monkeypatch.chdir(tmp_path)
     res = runner.invoke(cli, ["compare", "--dataset", str(small_file), "--seeds", "0,1", "--rank", "2",
