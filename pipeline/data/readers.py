@@ -234,9 +234,7 @@ def _read_typed(source, fmt: str, options: ReadOptions) -> pd.DataFrame | None:
         columns = pd.read_csv(source, sep=sep, nrows=0, engine="c")
         if hasattr(source, "seek"):
             source.seek(0)
-        picked = {role: _pick(columns, role, getattr(options, f"{role}_col" if role != "timestamp" else "time_col"),
-                              "", required=role != "timestamp")
-                  for role in ("user", "item", "rating", "timestamp")}
+        picked = _pick_all(columns, options, label="")
         dtype = {col: (_VALUE if role == "rating" else _ID) for role, col in picked.items() if col is not None}
         frame = pd.read_csv(source, sep=sep, header=0, dtype=dtype, engine="c")
         return frame if len(frame) else None
@@ -326,12 +324,17 @@ def _pick(frame: pd.DataFrame, role: str, given: str | None, label: str, require
     return None
 
 
+def _pick_all(frame: pd.DataFrame, options: ReadOptions, label: str) -> dict:
+    """Column of each role (user, item, rating required; timestamp optional), by option or by name."""
+    return {role: _pick(frame, role, getattr(options, "time_col" if role == "timestamp" else f"{role}_col"),
+                        label, required=role != "timestamp")
+            for role in ("user", "item", "rating", "timestamp")}
+
+
 def _to_ratings(frame: pd.DataFrame, fmt: str, options: ReadOptions, label: str, name: str) -> Ratings:
     header = fmt in ("csv", "tsv", "parquet")
     if header:
-        cols = {role: _pick(frame, role, getattr(options, f"{role}_col" if role != "timestamp" else "time_col"),
-                            label, required=role != "timestamp")
-                for role in ("user", "item", "rating", "timestamp")}
+        cols = _pick_all(frame, options, label)
     else:
         cols = {role: role for role in ("user", "item", "rating", "timestamp")}
     line0 = 2 if fmt in ("csv", "tsv") else 1  # file line of row 0

@@ -296,10 +296,12 @@ class BiasedMF:
 
     # -- model-specific solvers (optional capabilities: ALS and SGD use them) -------------------
     def _item_order(self):
+        """The ratings by item (CSC): ``(order, indptr, users, ratings)``, built on first use."""
         if not hasattr(self, "_by_item"):
             order = np.lexsort((self.users, self.items))
             counts = self.item_counts.astype(np.int64)
-            self._by_item = (order, np.concatenate([[0], np.cumsum(counts)]).astype(np.int64))
+            indptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+            self._by_item = (order, indptr, self.users[order], self.ratings[order])
         return self._by_item
 
     def als_sweep(self, x: np.ndarray) -> np.ndarray:
@@ -309,25 +311,23 @@ class BiasedMF:
         ``min sum_i (z_i . (p_u, b_u) - t_ui)^2 + w_u (lam |p_u|^2 + lam_b b_u^2)`` with
         ``z_i = (q_i, 1)`` and ``t_ui = r_ui - mu - c_i``: the normal equations
         ``(sum_i z_i z_i^T + w_u D) y = sum_i t_ui z_i``, ``D = diag(lam, ..., lam, lam_b)``,
-        a (k+1)-square system per user, solved in one batched call. Each half-sweep is an exact
+        a (k+1)-square system per user: solved in one batched call here, by Cholesky per row in a
+        compiled parallel pass on the fast path (``mf_kernels.ridge_rows``). Each half-sweep is an exact
         block minimization, so ALS never increases the objective. Costs two passes over the ratings.
         """
         if self.kernel == "numba":  # the same normal equations, solved in one compiled parallel pass per side
             from pipeline.objectives import mf_kernels as K
             out = np.array(x, dtype=np.float64, copy=True)
             P, Q, b, c = self.unpack(out)
-            order, indptr_i = self._item_order()
-            if not hasattr(self, "_by_item_cols"):
-                self._by_item_cols = (self.users[order], self.ratings[order])
+            _, indptr_i, users_i, ratings_i = self._item_order()
             K.ridge_rows(self.indptr, self.items, self.ratings, self.mu, Q, c, self.w_user, self.reg, self.reg_bias,
                          P, b)
-            K.ridge_rows(indptr_i, self._by_item_cols[0], self._by_item_cols[1], self.mu, P, b, self.w_item,
-                         self.reg, self.reg_bias, Q, c)
+            K.ridge_rows(indptr_i, users_i, ratings_i, self.mu, P, b, self.w_item, self.reg, self.reg_bias, Q, c)
             return out
         P, Q, b, c = (a.copy() for a in self.unpack(np.asarray(x, dtype=np.float64)))
         P, b = self._ridge_side(self.users, self.items, self.indptr, Q, c, self.w_user, np.arange(self.n_ratings))
-        order, indptr_i = self._item_order()
-        Q, c = self._ridge_side(self.items[order], self.users[order], indptr_i, P, b, self.w_item, order)
+        order, indptr_i, users_i, _ = self._item_order()
+        Q, c = self._ridge_side(self.items[order], users_i, indptr_i, P, b, self.w_item, order)
         return self.pack(P, Q, b, c)
 
     def _ridge_side(self, rows, cols, indptr, F, f_bias, w, order):

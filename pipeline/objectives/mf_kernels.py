@@ -2,11 +2,13 @@
 
 Same math as the numpy reference in ``mf.py`` (its docstring has the formulas), fused so that
 each call streams the ratings once and memory stays O(parameters + ratings): no gathered N x k
-arrays. Ratings are in user order (CSR: ``u_ptr``, ``u_items``). The users are cut into one
-contiguous block per thread, balanced by rating count (``blocks``); a thread owns the user-side
-outputs of its block outright and accumulates the item-side sums into its own buffer
-(``threads x n x (k+1)``, parameter-sized), which are added up at the end. So there are no races
-and no atomics, and the item side costs no second pass.
+arrays. The users are cut into one contiguous range per thread, balanced by rating count
+(``blocks``); a thread owns the user-side outputs of its range outright and accumulates the
+item-side sums into its own buffer (``threads x n x (k+1)``, parameter-sized), which are added up
+at the end. So there are no races and no atomics, and the item side costs no second pass. A
+thread visits its ratings as *runs* (stretches of one user's ratings) in the order ``schedule``
+chooses: CSR order when the item rows fit in cache, cache-sized (user group x item tile) blocks
+when they do not. The kernels take that plan as one tuple, ``sched``.
 
 Item layout. The kernels see the items relabelled by popularity (``order[i]`` is the item with
 label ``i``; hot rows are contiguous, so they share cache lines and pages) and each item's
@@ -86,13 +88,14 @@ def schedule(users: np.ndarray, labels: np.ndarray, u_ptr: np.ndarray, n_items: 
 
     ``users`` (sorted, CSR order) and ``labels`` (popularity labels) of every rating. Each thread
     owns a contiguous range of users (``blocks``). When the item rows a pass touches (``V`` and a
-    thread's accumulator: ``3 (k+1)`` doubles per item) exceed ``block_bytes``, the thread's
-    ratings are visited block by block: users in groups of ``block_bytes / (3 k 8)`` (their rows
-    ``p, dp, hp``), items in tiles of ``block_bytes / (3 (k+1) 8)``, and inside a (user group,
-    item tile) block by user, in CSR order. The rows of one block stay in cache while its ratings stream by,
-    instead of every rating fetching a random item row from memory. A *run* is a stretch of one
-    user's ratings; a user has at most one run per tile it has ratings in. Small problems (every item
-    row fits) keep CSR order: one run per user.
+    thread's accumulator: ``3 (k+1)`` doubles per item) exceed ``block_bytes`` (default
+    ``BLOCK_BYTES``), the thread's ratings are visited block by block: users in groups of
+    ``block_bytes / (3 k 8)`` (their rows ``p, dp, hp``), items in tiles of
+    ``block_bytes / (3 (k+1) 8)``, and inside a (user group, item tile) block by user, in CSR
+    order. The rows of one block stay in cache while its ratings stream by, instead of every rating
+    fetching a random item row from memory. A *run* is a stretch of one user's ratings; a user has
+    at most one run per tile it has ratings in. Small problems (every item row fits) keep CSR
+    order: one run per user.
 
     Returns ``(perm, (thread_runs, run_ptr, run_user, user_bounds, items))``: ``perm[j]`` is the
     CSR position of the kernels' ``j``-th rating.
