@@ -122,3 +122,11 @@ def test_compiled_sgd_epoch_equals_reference(data):
     x_fast = fast.sgd_epoch(x, 0.01, np.random.default_rng(5))
     x_ref = ref.sgd_epoch(x, 0.01, np.random.default_rng(5))  # same seed: the same order of ratings
     assert rel(x_fast, x_ref) <= 1e-10 and not np.array_equal(x_fast, x)
+
+
+def test_compiled_als_raises_on_a_singular_system_as_the_reference_does():
+    r = tiny_ratings(n_users=5, n_items=4, seed=0)
+    for kernel in ("numba", "numpy"):
+        f = BiasedMF(r, rank=6, reg=0.0, reg_bias=0.0, weighting="none", kernel=kernel)  # k+1 > ratings per row
+        with pytest.raises(np.linalg.LinAlgError):
+            f.als_sweep(f.init(np.random.default_rng(0)))

@@ -320,9 +320,11 @@ class BiasedMF:
             out = np.array(x, dtype=np.float64, copy=True)
             P, Q, b, c = self.unpack(out)
             _, indptr_i, users_i, ratings_i = self._item_order()
-            K.ridge_rows(self.indptr, self.items, self.ratings, self.mu, Q, c, self.w_user, self.reg, self.reg_bias,
-                         P, b)
-            K.ridge_rows(indptr_i, users_i, ratings_i, self.mu, P, b, self.w_item, self.reg, self.reg_bias, Q, c)
+            bad = K.ridge_rows(self.indptr, self.items, self.ratings, self.mu, Q, c, self.w_user, self.reg,
+                               self.reg_bias, P, b)
+            bad += K.ridge_rows(indptr_i, users_i, ratings_i, self.mu, P, b, self.w_item, self.reg, self.reg_bias, Q, c)
+            if bad:  # as np.linalg.solve on the reference path
+                raise np.linalg.LinAlgError(f"ALS: {bad} singular per-row systems (a zero penalty with too few ratings)")
             return out
         P, Q, b, c = (a.copy() for a in self.unpack(np.asarray(x, dtype=np.float64)))
         P, b = self._ridge_side(self.users, self.items, self.indptr, Q, c, self.w_user, np.arange(self.n_ratings))

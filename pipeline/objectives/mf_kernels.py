@@ -336,10 +336,12 @@ def ridge_rows(indptr, cols, r, mu, F, f_bias, w, lam, lam_b, out_F, out_b):
     ``z_j = (F[c_j], 1)`` and ``t_j = r_j - mu - f_bias[c_j]`` over the row's ratings ``j``:
     the normal equations ``(sum_j z_j z_j^T + w_u D) y = sum_j t_j z_j`` solved by Cholesky
     (positive definite when ``w_u lam > 0`` or the ``z_j`` span; a row without ratings gets 0).
-    Memory per thread O(k^2); no N x k temporaries."""
+    Memory per thread O(k^2); no N x k temporaries. Returns the number of rows whose system was
+    not positive definite (their solution is garbage; the caller raises)."""
     n_rows = len(indptr) - 1
     k = F.shape[1]
     k1 = k + 1
+    singular = np.zeros(n_rows, np.int64)
     for row in prange(n_rows):
         start, stop = indptr[row], indptr[row + 1]
         if start == stop:
@@ -368,7 +370,10 @@ def ridge_rows(indptr, cols, r, mu, F, f_bias, w, lam, lam_b, out_F, out_b):
             s = A[a, a]
             for bb in range(a):
                 s -= A[a, bb] * A[a, bb]
-            d = np.sqrt(s) if s > 0.0 else 1e-300
+            if s <= 0.0:
+                singular[row] = 1
+                s = 1.0
+            d = np.sqrt(s)
             A[a, a] = d
             for i in range(a + 1, k1):
                 s = A[i, a]
@@ -388,6 +393,7 @@ def ridge_rows(indptr, cols, r, mu, F, f_bias, w, lam, lam_b, out_F, out_b):
         for f in range(k):
             out_F[row, f] = y[f]
         out_b[row] = y[k]
+    return singular.sum()
 
 
 @njit(fastmath=True, cache=True, nogil=True)
