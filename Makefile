@@ -19,7 +19,7 @@ help:
 	@echo "make sweep      tune rank and penalties on validation, refit, report test RMSE once"
 	@echo "make ui         the MLflow UI on http://127.0.0.1:$(PORT)"
 	@echo "make report     the case study (Markdown + figures) of the newest comparison"
-	@echo "make bench      kernel throughput, 25M-rating scale run, make-train wall time"
+	@echo "make bench      kernels vs floor, peers (ML100K=u.data), 25M scale run, make-train time, 25M load vs cache"
 	@echo "make test       the whole test suite"
 	@echo "make check-grad finite-difference check of the gradient and Hessian-vector product"
 	@echo "make clean      remove the venv, the MLflow store, generated data and caches"
@@ -86,5 +86,5 @@ test-fast: install
 	$(BIN)/python -m pytest -q -m "not slow"
 
 clean:
-	rm -rf $(VENV) .venv-peers mlflow.db mlartifacts mlruns data/synthetic reports .pytest_cache .hypothesis
+	rm -rf $(VENV) .venv-peers mlflow.db mlartifacts mlruns data/synthetic data/cache benchmarks/results reports .pytest_cache .hypothesis
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
