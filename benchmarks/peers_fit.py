@@ -3,30 +3,22 @@ a split written by `recsys data split` and prints one JSON line per peer (fit se
 Never imported by the project; the peers are not runtime dependencies.
 
     .venv-peers/bin/python benchmarks/peers_fit.py SPLIT_DIR [LOW HIGH [REPEAT]]
-      (the rating scale, default 1 5; each fit REPEAT times, default 3, the fastest reported: the
-      same rule our side uses, so interference on a shared machine does not pick the winner)
+      (the rating scale, default 1 5; each fit once to warm up, then REPEAT times, default 3, the
+      fastest reported: the same rule our side uses, so interference on a shared machine does not
+      pick the winner)
 """
 
 import json
 import sys
-import time
 
 import numpy as np
 import pandas as pd
+from _timing import best_of  # stdlib only: importable from the peers' environment
 
 cols = ["user", "item", "rating", "timestamp"]
 split = sys.argv[1]
 low, high = (float(a) for a in sys.argv[2:4]) if len(sys.argv) >= 4 else (1.0, 5.0)
 repeat = int(sys.argv[4]) if len(sys.argv) >= 5 else 3
-
-
-def fastest_fit(fit):
-    best = float("inf")
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fit()
-        best = min(best, time.perf_counter() - t)
-    return best
 train = pd.read_csv(f"{split}/train.tsv", sep="\t", names=cols)
 test = pd.read_csv(f"{split}/test.tsv", sep="\t", names=cols)
 
@@ -44,7 +36,7 @@ try:
                                                                          lr_all=0.007, random_state=0)),
                        ("surprise SVD (k=5, 40 epochs, reg 0.05)", SVD(n_factors=5, n_epochs=40, reg_all=0.05,
                                                                         lr_all=0.007, random_state=0))):
-        seconds = fastest_fit(lambda: algo.fit(trainset))
+        seconds = best_of(lambda: algo.fit(trainset), repeat)
         pred = np.array([algo.predict(u, i).est for u, i in zip(test["user"], test["item"])])
         print(json.dumps({"peer": name, "fit_seconds": seconds, "test_rmse": rmse(pred)}))
 except ImportError as exc:
@@ -59,7 +51,7 @@ try:
                         ("cmfrec CMF ALS (k=5, lambda 1)", CMF(method="als", k=5, lambda_=1.0, verbose=False,
                                                                 random_state=0, nthreads=2))):
         frame = train.rename(columns={"user": "UserId", "item": "ItemId", "rating": "Rating"})[["UserId", "ItemId", "Rating"]]
-        seconds = fastest_fit(lambda: model.fit(frame))
+        seconds = best_of(lambda: model.fit(frame), repeat)
         pred = model.predict(test["user"].to_numpy(), test["item"].to_numpy())
         pred = np.where(np.isnan(pred), train["rating"].mean(), pred)
         print(json.dumps({"peer": name, "fit_seconds": seconds, "test_rmse": rmse(pred)}))
