@@ -73,7 +73,7 @@ def test_blocked_schedule_equals_reference(data, monkeypatch, block_bytes):
     monkeypatch.setattr(K, "BLOCK_BYTES", block_bytes)  # a few items per tile, a few users per group
     fast = BiasedMF(data, rank=5, reg=0.2, reg_bias=0.1, kernel="numba")
     ref = BiasedMF(data, rank=5, reg=0.2, reg_bias=0.1, kernel="numpy")
-    thread_runs, run_ptr, run_user, user_bounds, items = fast._k_sched
+    block_runs, run_ptr, run_user, user_bounds, items = fast._k_sched
     assert len(run_user) > data.n_users  # users really are split into several runs
     rng = np.random.default_rng(3)
     x, y, v = rng.normal(0, 0.3, (3, fast.n_params))
@@ -88,8 +88,8 @@ def test_schedule_is_a_permutation_into_runs_of_one_user(data):
     f = BiasedMF(data, rank=5, kernel="numpy")
     labels = np.argsort(np.argsort(-f.item_counts, kind="stable"))[f.items]
     block_bytes = 2000
-    perm, (thread_runs, run_ptr, run_user, user_bounds, items) = K.schedule(
-        f.users, labels, f.indptr, f.n_items, 5, block_bytes=block_bytes, n_threads=2)
+    perm, (block_runs, run_ptr, run_user, user_bounds, items) = K.schedule(
+        f.users, labels, f.indptr, f.n_items, 5, block_bytes=block_bytes, n_blocks=2)
     assert np.array_equal(np.sort(perm), np.arange(f.n_ratings))
     assert np.array_equal(items, labels[perm])
     per_tile = block_bytes // (24 * 6)
@@ -97,10 +97,10 @@ def test_schedule_is_a_permutation_into_runs_of_one_user(data):
         assert (f.users[perm[run_ptr[q]:run_ptr[q + 1]]] == run_user[q]).all()
     pairs = np.unique(f.users * f.n_items + labels // per_tile)
     assert data.n_users < len(run_user) <= len(pairs)  # blocked, and at most one run per (user, tile)
-    for t in range(2):  # a thread's runs hold exactly its users' ratings
-        runs = slice(thread_runs[t], thread_runs[t + 1])
+    for t in range(2):  # a block's runs hold exactly its users' ratings
+        runs = slice(block_runs[t], block_runs[t + 1])
         assert set(run_user[runs]) <= set(range(user_bounds[t], user_bounds[t + 1]))
-        assert run_ptr[thread_runs[t + 1]] - run_ptr[thread_runs[t]] == f.indptr[user_bounds[t + 1]] - f.indptr[user_bounds[t]]
+        assert run_ptr[block_runs[t + 1]] - run_ptr[block_runs[t]] == f.indptr[user_bounds[t + 1]] - f.indptr[user_bounds[t]]
 
 
 @pytest.mark.parametrize("rank, weighting", [(1, "count"), (6, "none")])
@@ -130,3 +130,40 @@ def test_compiled_als_raises_on_a_singular_system_as_the_reference_does():
         f = BiasedMF(r, rank=6, reg=0.0, reg_bias=0.0, weighting="none", kernel=kernel)  # k+1 > ratings per row
         with pytest.raises(np.linalg.LinAlgError):
             f.als_sweep(f.init(np.random.default_rng(0)))
+
+
+# -- the same bits whatever the thread count ----------------------------------------------------------
+def test_block_count_depends_on_the_data_only():
+    from pipeline.objectives import mf_kernels as K
+    assert K.block_count(100_000, 1682) == 4     # MovieLens 100K
+    assert K.block_count(1_000_000, 3700) == 8   # capped at MAX_BLOCKS
+    assert K.block_count(50, 40) == 1            # tiny: one block
+    assert all(K.block_count(n, 100) & (K.block_count(n, 100) - 1) == 0 for n in range(1, 20_000, 997))
+
+
+@pytest.mark.parametrize("block_bytes", [None, 6000])
+def test_kernels_give_identical_bits_on_1_and_2_threads(monkeypatch, block_bytes):
+    """The decomposition is the data's, not the machine's: one thread and two give the same bits."""
+    import numba
+    from pipeline.objectives import mf_kernels as K
+    if block_bytes:
+        monkeypatch.setattr(K, "BLOCK_BYTES", block_bytes)
+    big = generate(SyntheticSpec(n_users=300, n_items=60, n_ratings=6000, min_per_user=5, seed=2))
+    f = BiasedMF(big, rank=6, reg=0.1, reg_bias=0.05, kernel="numba")
+    assert len(f._k_sched[0]) - 1 > 1  # several blocks, or the test proves nothing
+    rng = np.random.default_rng(0)
+    x, v = rng.normal(0, 0.3, (2, f.n_params))
+    before = numba.get_num_threads()
+    outs = []
+    try:
+        for threads in (1, min(2, numba.config.NUMBA_NUM_THREADS)):
+            numba.set_num_threads(threads)
+            f._fast_x = None  # recompute the residuals under this thread count
+            fx, g = f.loss_grad(x)
+            outs.append((fx, g.copy(), f.hessp(x, v).copy(), f.gnvp(x, v).copy(), f.als_sweep(x)))
+    finally:
+        numba.set_num_threads(before)
+    (f1, g1, h1, n1, a1), (f2, g2, h2, n2, a2) = outs
+    assert f1 == f2
+    for a, b in ((g1, g2), (h1, h2), (n1, n2), (a1, a2)):
+        assert np.array_equal(a, b)

@@ -137,7 +137,7 @@ class BiasedMF:
             perm, self._k_sched = K.schedule(self.users, item_rank[self.items], self.indptr, self.n_items, self.rank)
             self._k_ratings = self.ratings[perm]
             n_blocks = len(self._k_sched[0]) - 1
-            self._k_buf = np.empty((n_blocks, self.n_items, self.rank + 1))  # per-thread item sums
+            self._k_buf = np.empty((n_blocks, self.n_items, self.rank + 1))  # per-block item sums
             self._k_V = np.empty((self.n_items, self.rank + 1))               # (q_i, c_i) at _fast_x
             self._k_HV = np.empty((self.n_items, 2 * (self.rank + 1)))       # (q_i, c_i, dq_i, dc_i)
             self._fast_x: np.ndarray | None = None

@@ -2,20 +2,26 @@
 
 Same math as the numpy reference in ``mf.py`` (its docstring has the formulas), fused so that
 each call streams the ratings once and memory stays O(parameters + ratings): no gathered N x k
-arrays. The users are cut into one contiguous range per thread, balanced by rating count
-(``blocks``); a thread owns the user-side outputs of its range outright and accumulates the
-item-side sums into its own buffer (``threads x n x (k+1)``, parameter-sized), which are added up
-at the end. So there are no races and no atomics, and the item side costs no second pass. A
-thread visits its ratings as *runs* (stretches of one user's ratings) in the order ``schedule``
-chooses: CSR order when the item rows fit in cache, cache-sized (user group x item tile) blocks
-when they do not. The kernels take that plan as one tuple, ``sched``.
+arrays. The users are cut into contiguous blocks, balanced by rating count (``blocks``); the
+threads take whole blocks (``prange``). A block owns the user-side outputs of its range outright
+and accumulates the item-side sums into its own buffer (``blocks x n x (k+1)``,
+parameter-sized), which are added up at the end. So there are no races and no atomics, and the item side costs no second pass.
+
+The same bits on any machine: the user blocks are cut by the data (``block_count``: a power of two
+from the number of ratings per item, at most ``MAX_BLOCKS``), never by the thread count; the
+threads share out whole blocks, each block sums its ratings in one fixed order, and the per-block
+partial sums are combined in block order. So ``NUMBA_NUM_THREADS=1``, 2 or 8 give bit-identical
+losses, gradients and products (tested), and an optimizer's path does not depend on the machine's
+core count. A block visits its ratings as *runs* (stretches of one user's ratings) in the order
+``schedule`` chooses: CSR order when the item rows fit in cache, cache-sized (user group x item
+tile) pieces when they do not. The kernels take that plan as one tuple, ``sched``.
 
 Item layout. The kernels see the items relabelled by popularity (``order[i]`` is the item with
 label ``i``; hot rows are contiguous, so they share cache lines and pages) and each item's
 parameters in one row: ``V[i] = (q_i, c_i)`` for the loss, ``V[i] = (q_i, c_i, dq_i, dc_i)`` for
 ``hessp``. One gather per rating then brings everything the rating needs from the item side
 (``item_rows`` builds these rows, O(n k) per call). The accumulator rows have the same shape,
-``(sum e p_u, sum e)``. ``finish_items`` adds the thread buffers, the penalty and the ``1/N``
+``(sum e p_u, sum e)``. ``finish_items`` adds the block buffers, the penalty and the ``1/N``
 scale and writes the result back in the caller's item order; the user side does the same in the
 main pass, so a call makes no O(parameters) numpy passes beyond building ``V``.
 
@@ -34,7 +40,7 @@ from __future__ import annotations
 
 import numpy as np
 from llvmlite import ir
-from numba import get_num_threads, njit, prange, types
+from numba import njit, prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
@@ -67,9 +73,25 @@ def prefetch(typingctx, arr, i, f):
     return sig, codegen
 
 
-def blocks(u_ptr: np.ndarray, n_blocks: int | None = None) -> np.ndarray:
+MAX_BLOCKS = 8  # user blocks at most: up to 8 threads share the work; more would only buy buffer memory
+
+
+def block_count(n_ratings: int, n_items: int) -> int:
+    """How many user blocks the kernels cut ``n_ratings`` into: a function of the data alone.
+
+    The largest power of two (at most ``MAX_BLOCKS``) that leaves at least 8 ratings per item row
+    of each block's item buffer, so that adding up the buffers (``finish_items``, O(blocks n k))
+    stays small beside the pass itself (O(N k)). MovieLens 100K: 4 blocks; 1M ratings: 8. Powers of
+    two split evenly over 1, 2, 4 or 8 threads."""
+    room = max(1, n_ratings // (8 * max(n_items, 1)))
+    count = 1
+    while count * 2 <= min(room, MAX_BLOCKS):
+        count *= 2
+    return count
+
+
+def blocks(u_ptr: np.ndarray, n_blocks: int) -> np.ndarray:
     """User-block boundaries with about the same number of ratings in each block."""
-    n_blocks = n_blocks or get_num_threads()
     targets = np.linspace(0, u_ptr[-1], n_blocks + 1)
     cuts = np.searchsorted(u_ptr, targets).astype(np.int64)
     cuts[0], cuts[-1] = 0, len(u_ptr) - 1
@@ -83,13 +105,14 @@ BLOCK_BYTES = 2 << 20
 
 
 def schedule(users: np.ndarray, labels: np.ndarray, u_ptr: np.ndarray, n_items: int, rank: int,
-             block_bytes: int | None = None, n_threads: int | None = None):
+             block_bytes: int | None = None, n_blocks: int | None = None):
     """The order the kernels visit the ratings in, and the tuple they take.
 
-    ``users`` (sorted, CSR order) and ``labels`` (popularity labels) of every rating. Each thread
-    owns a contiguous range of users (``blocks``). When the item rows a pass touches (``V`` and a
-    thread's accumulator: ``3 (k+1)`` doubles per item) exceed ``block_bytes`` (default
-    ``BLOCK_BYTES``), the thread's ratings are visited block by block: users in groups of
+    ``users`` (sorted, CSR order) and ``labels`` (popularity labels) of every rating. Each block
+    owns a contiguous range of users (``blocks``; ``n_blocks`` defaults to ``block_count`` of the
+    data, never to the thread count). When the item rows a pass touches (``V`` and a
+    block's accumulator: ``3 (k+1)`` doubles per item) exceed ``block_bytes`` (default
+    ``BLOCK_BYTES``), the block's ratings are visited tile by tile: users in groups of
     ``block_bytes / (3 k 8)`` (their rows ``p, dp, hp``), items in tiles of
     ``block_bytes / (3 (k+1) 8)``, and inside a (user group, item tile) block by user, in CSR
     order. The rows of one block stay in cache while its ratings stream by, instead of every rating
@@ -97,12 +120,12 @@ def schedule(users: np.ndarray, labels: np.ndarray, u_ptr: np.ndarray, n_items: 
     at most one run per tile it has ratings in. Small problems (every item row fits) keep CSR
     order: one run per user.
 
-    Returns ``(perm, (thread_runs, run_ptr, run_user, user_bounds, items))``: ``perm[j]`` is the
+    Returns ``(perm, (block_runs, run_ptr, run_user, user_bounds, items))``: ``perm[j]`` is the
     CSR position of the kernels' ``j``-th rating.
     """
     block_bytes = block_bytes or BLOCK_BYTES
-    user_bounds = blocks(u_ptr, n_threads)
     n_ratings = len(users)
+    user_bounds = blocks(u_ptr, n_blocks or block_count(n_ratings, n_items))
     items_per_tile = max(1, block_bytes // (24 * (rank + 1)))
     n_tiles = -(-n_items // items_per_tile)
     if n_tiles == 1:
@@ -110,10 +133,10 @@ def schedule(users: np.ndarray, labels: np.ndarray, u_ptr: np.ndarray, n_items: 
     else:
         users_per_group = max(1, block_bytes // (24 * rank))
         m = len(u_ptr) - 1
-        thread = np.searchsorted(user_bounds, np.arange(m), side="right") - 1
-        local = np.arange(m) - user_bounds[thread]
+        owner = np.searchsorted(user_bounds, np.arange(m), side="right") - 1
+        local = np.arange(m) - user_bounds[owner]
         groups_before = np.concatenate([[0], np.cumsum(-(-np.diff(user_bounds) // users_per_group))])
-        group = (groups_before[thread] + local // users_per_group)[users]
+        group = (groups_before[owner] + local // users_per_group)[users]
         block = group * n_tiles + labels // items_per_tile
         # A stable sort by block keeps CSR order (by user) inside each block; 16-bit keys take
         # numpy's radix sort (25M ratings: well under a second).
@@ -122,9 +145,19 @@ def schedule(users: np.ndarray, labels: np.ndarray, u_ptr: np.ndarray, n_items: 
     starts = np.flatnonzero(np.diff(k_users)) + 1 if n_ratings else np.empty(0, np.int64)
     run_ptr = np.concatenate([[0], starts, [n_ratings]]).astype(np.int64)
     run_user = k_users[run_ptr[:-1]].astype(np.int64)
-    thread_runs = np.searchsorted(run_ptr, u_ptr[user_bounds]).astype(np.int64)
+    block_runs = np.searchsorted(run_ptr, u_ptr[user_bounds]).astype(np.int64)
     items = np.ascontiguousarray(labels[perm], dtype=np.int32)
-    return perm, (thread_runs, run_ptr, run_user, user_bounds.astype(np.int64), items)
+    return perm, (block_runs, run_ptr, run_user, user_bounds.astype(np.int64), items)
+
+
+@njit(cache=True, nogil=True)  # no fastmath: the order of the additions is the point
+def in_order_sum(a):
+    """``a[0] + a[1] + ...`` left to right. Not ``a.sum()``: inside a ``parallel=True`` kernel numba
+    turns that into a parallel reduction whose association follows the thread count."""
+    total = 0.0
+    for j in range(len(a)):
+        total += a[j]
+    return total
 
 
 @njit(**_FLAGS)
@@ -147,14 +180,14 @@ def item_rows(order, Q, c, dQ, dc, V):
 @njit(**_FLAGS)
 def residuals(sched, r, mu, P, b, V, e):
     """Fills ``e``; returns ``1/2 sum e^2``."""
-    thread_runs, run_ptr, run_user, user_bounds, items = sched
+    block_runs, run_ptr, run_user, user_bounds, items = sched
     k = P.shape[1]
     n_r = len(items)
-    n_threads = len(thread_runs) - 1
-    part = np.zeros(n_threads)
-    for t in prange(n_threads):
+    n_blocks = len(block_runs) - 1
+    part = np.zeros(n_blocks)
+    for t in prange(n_blocks):
         acc = 0.0
-        for q in range(thread_runs[t], thread_runs[t + 1]):
+        for q in range(block_runs[t], block_runs[t + 1]):
             u = run_user[q]
             pu = P[u]
             base = mu + b[u]
@@ -170,23 +203,23 @@ def residuals(sched, r, mu, P, b, V, e):
                 e[j] = s
                 acc += s * s
         part[t] = acc
-    return 0.5 * part.sum()
+    return 0.5 * in_order_sum(part)
 
 
 @njit(**_FLAGS)
 def loss_grad(sched, r, mu, P, b, V, w, lam, lam_b, scale, e, gP, gb, buf):
-    """Fills ``e``, ``gP = scale (sum_i e q_i + lam w p)``, ``gb`` likewise, and the per-thread item
+    """Fills ``e``, ``gP = scale (sum_i e q_i + lam w p)``, ``gb`` likewise, and the per-block item
     sums ``buf[t, i] = (sum_u e p_u, sum_u e)``; returns ``1/2 sum e^2`` plus the user penalty.
 
     The user's row and its gradient live in small local arrays while a run of the user's ratings
     streams by (LLVM keeps them in L1 and vectorizes the length-k loops).
     """
-    thread_runs, run_ptr, run_user, user_bounds, items = sched
+    block_runs, run_ptr, run_user, user_bounds, items = sched
     k = P.shape[1]
     n_r = len(items)
-    n_threads = len(thread_runs) - 1
-    part = np.zeros(n_threads)
-    for t in prange(n_threads):
+    n_blocks = len(block_runs) - 1
+    part = np.zeros(n_blocks)
+    for t in prange(n_blocks):
         acc_buf = buf[t]
         acc_buf[:, :] = 0.0
         for u in range(user_bounds[t], user_bounds[t + 1]):
@@ -195,7 +228,7 @@ def loss_grad(sched, r, mu, P, b, V, w, lam, lam_b, scale, e, gP, gb, buf):
         pu = np.empty(k)
         gpu = np.empty(k)
         acc_l = 0.0
-        for q in range(thread_runs[t], thread_runs[t + 1]):
+        for q in range(block_runs[t], block_runs[t + 1]):
             u = run_user[q]
             for f in range(k):
                 pu[f] = P[u, f]
@@ -236,19 +269,19 @@ def loss_grad(sched, r, mu, P, b, V, w, lam, lam_b, scale, e, gP, gb, buf):
             gb[u] = scale * (gb[u] + lam_b * w[u] * b[u])
             acc_l += w[u] * (lam * norm + lam_b * b[u] * b[u])
         part[t] = acc_l
-    return 0.5 * part.sum()
+    return 0.5 * in_order_sum(part)
 
 
 @njit(**_FLAGS)
 def hessp(sched, e, P, dP, db, V, exact, w, lam, lam_b, scale, hP, hb, buf):
-    """``H v`` on the user side, ``hP``, ``hb`` (scaled, penalty added), and the per-thread item sums
+    """``H v`` on the user side, ``hP``, ``hb`` (scaled, penalty added), and the per-block item sums
     ``buf[t, i] = (sum_u de p_u + e dp_u, sum_u de)`` at cached residuals ``e``
     (``exact=False``: Gauss-Newton, no ``e`` terms). ``V[i] = (q_i, c_i, dq_i, dc_i)``."""
-    thread_runs, run_ptr, run_user, user_bounds, items = sched
+    block_runs, run_ptr, run_user, user_bounds, items = sched
     k = P.shape[1]
     n_r = len(items)
-    n_threads = len(thread_runs) - 1
-    for t in prange(n_threads):
+    n_blocks = len(block_runs) - 1
+    for t in prange(n_blocks):
         acc_buf = buf[t]
         acc_buf[:, :] = 0.0
         for u in range(user_bounds[t], user_bounds[t + 1]):
@@ -257,7 +290,7 @@ def hessp(sched, e, P, dP, db, V, exact, w, lam, lam_b, scale, hP, hb, buf):
         pu = np.empty(k)
         dpu = np.empty(k)
         hpu = np.empty(k)
-        for q in range(thread_runs[t], thread_runs[t + 1]):
+        for q in range(block_runs[t], block_runs[t + 1]):
             u = run_user[q]
             for f in range(k):
                 pu[f] = P[u, f]
@@ -326,7 +359,7 @@ def finish_items(order, buf, V, col, w, lam, lam_b, scale, outQ, outc):
         x = V[i, col + k]
         outc[o] = scale * (s + lam_b * wi * x)
         part[i] = wi * (lam * norm + lam_b * x * x)
-    return 0.5 * part.sum()
+    return 0.5 * in_order_sum(part)
 
 
 @njit(**_FLAGS)
