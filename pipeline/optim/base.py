@@ -7,9 +7,13 @@ method, in this order, and stops at the first that holds:
 
 1. ``"converged"``: relative gradient norm ``||g_k|| / ||g_0|| <= gtol`` (2-norm);
 2. ``"diverged"``: the objective or gradient is not finite;
-3. ``"max_iter"``: ``k >= max_iter`` iterations;
-4. ``"max_seconds"``: optimizer wall time ``>= max_seconds``;
-   ``"max_passes"``: data passes ``>= max_passes`` (the machine-independent budget);
+3. ``"max_passes"``: data passes ``>= max_passes``, the budget: a data pass is the unit of work
+   every method pays in (a loss, a loss+gradient, a Hessian-vector product, half an ALS sweep, an
+   SGD epoch), so one budget means the same for all of them;
+4. ``"max_seconds"``: optimizer wall time ``>= max_seconds`` (a safety net for slow machines);
+   ``"max_iter"``: ``k >= max_iter`` iterations, off by default: an iteration of Newton-CG costs
+   tens of passes and one of L-BFGS about one, so an iteration cap is a different budget for each
+   method and decides the race by its rules rather than by the methods;
 5. ``"early_stopped"`` (only with ``patience``): validation RMSE has not improved for ``patience``
    iterations; the result is then the iterate with the best validation RMSE (restored).
 
@@ -43,10 +47,10 @@ STOP_REASONS = ("converged", "diverged", "max_iter", "max_seconds", "max_passes"
 @dataclass(frozen=True)
 class StoppingRule:
     gtol: float = 1e-5
-    max_iter: int = 1000
+    max_iter: int | None = None
     max_seconds: float | None = None
     patience: int | None = None
-    max_passes: int | None = None
+    max_passes: int | None = 10_000
 
     def __post_init__(self) -> None:
         if self.max_passes is not None and self.max_passes < 1:
@@ -55,7 +59,7 @@ class StoppingRule:
             raise ValueError(f"patience must be at least 1, got {self.patience}")
         if not self.gtol >= 0:
             raise ValueError(f"gtol must be non-negative, got {self.gtol}")
-        if self.max_iter < 0:
+        if self.max_iter is not None and self.max_iter < 0:
             raise ValueError(f"max_iter must be non-negative, got {self.max_iter}")
         if self.max_seconds is not None and self.max_seconds <= 0:
             raise ValueError(f"max_seconds must be positive, got {self.max_seconds}")
@@ -226,12 +230,12 @@ class Monitor:
             return "converged"
         if not (math.isfinite(r.loss) and math.isfinite(r.grad_norm)):
             return "diverged"
-        if r.iteration >= self.rule.max_iter:
-            return "max_iter"
-        if self.rule.max_seconds is not None and r.seconds >= self.rule.max_seconds:
-            return "max_seconds"
         if self.rule.max_passes is not None and r.data_passes >= self.rule.max_passes:
             return "max_passes"
+        if self.rule.max_seconds is not None and r.seconds >= self.rule.max_seconds:
+            return "max_seconds"
+        if self.rule.max_iter is not None and r.iteration >= self.rule.max_iter:
+            return "max_iter"
         if self.rule.patience is not None and r.iteration - self._best_val_iter >= self.rule.patience:
             return "early_stopped"
         return None

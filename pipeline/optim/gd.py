@@ -1,16 +1,19 @@
-"""Gradient descent: Armijo backtracking or a fixed step.
+"""First-order methods: gradient descent (Armijo or a fixed step), Barzilai-Borwein, Nesterov.
 
 ``x_{k+1} = x_k - t_k g_k``. With backtracking, ``t_k`` starts at twice the last accepted step
 (``step0`` at first) and is halved until the Armijo condition
-``f(x_k - t g_k) <= f(x_k) - c1 t ||g_k||^2`` holds (``c1 = 1e-4``); trial points cost one
-function evaluation each (no gradient), the accepted point one loss+gradient. With ``step`` set,
-every iteration takes that step (no safeguard: a step over ``2 / L`` diverges, and the shared
-rule reports ``"diverged"``).
+``f(x_k - t g_k) <= f(x_k) - c1 t ||g_k||^2`` holds (``c1 = 1e-4``). Every trial point is
+evaluated by ``loss_grad`` (one data pass, as a value alone would cost on the compiled path) and
+the accepted trial's gradient is kept, so no point is evaluated twice: an iteration costs one pass
+per trial, about two with the step doubling and halving. With ``step`` set, every iteration takes
+that step (no safeguard: a step over ``2 / L`` diverges, and the shared rule reports
+``"diverged"``).
 """
 
 from __future__ import annotations
 
 import math
+from collections import deque
 
 import numpy as np
 
@@ -28,23 +31,63 @@ def gradient_descent(objective: CountedObjective, x0: np.ndarray, monitor: Monit
     while True:
         if step is not None:
             x = x - step * g
+            f, g = objective.loss_grad(x)
         else:
             gg = float(g @ g)
             t *= 2.0
             for _ in range(max_backtracks):
                 trial = x - t * g
-                f_trial = objective.loss(trial)
+                f_trial, g_trial = objective.loss_grad(trial)
                 if f_trial <= f - c1 * t * gg:
                     break
                 t *= 0.5
             else:
                 return x, f"line search found no decrease in {max_backtracks} halvings (step {t:.3g})"
-            x = trial
-        f, g = objective.loss_grad(x)
+            x, f, g = trial, f_trial, g_trial
         if monitor.check(x, f, g):
             return x, monitor.reason
         if step is not None and not math.isfinite(f):
             return x, "diverged"
+
+
+@register("gd-bb", "gradient descent with Barzilai-Borwein steps and a nonmonotone line search")
+def barzilai_borwein(objective: CountedObjective, x0: np.ndarray, monitor: Monitor, step0: float = 1.0,
+                     memory: int = 10, c1: float = 1e-4, max_backtracks: int = 60) -> tuple[np.ndarray, str]:
+    """Barzilai-Borwein gradient descent with Grippo-Lampariello-Lucidi's nonmonotone line search
+    (Raydan 1997), the standard strong first-order baseline.
+
+    With ``s = x_k - x_{k-1}`` and ``y = g_k - g_{k-1}`` the step is ``t_k = s.s / s.y`` (BB1: the
+    inverse of the Rayleigh quotient of the average Hessian along ``s``, so the step adapts to the
+    curvature the last move saw); where ``s.y <= 0`` (negative curvature: MF is non-convex) it is
+    ``|s| / |y|``. The step is accepted when ``f(x_k - t g_k) <= max(f_{k-M+1..k}) - c1 t |g_k|^2``
+    (``M = memory``): BB steps are not monotone and an Armijo test against ``f_k`` alone would cut
+    the very steps that make BB fast; halving ``t`` until the test holds keeps the method globally
+    convergent. Every trial is one ``loss_grad``; the accepted one's gradient is kept, so an
+    iteration usually costs one data pass.
+    """
+    x = x0
+    f, g = objective.loss_grad(x)
+    recent: deque[float] = deque([f], maxlen=memory)
+    t_bb = step0
+    while True:
+        gg = float(g @ g)
+        t = min(max(t_bb, 1e-20), 1e20)
+        reference = max(recent)
+        for _ in range(max_backtracks):
+            trial = x - t * g
+            f_trial, g_trial = objective.loss_grad(trial)
+            if f_trial <= reference - c1 * t * gg:
+                break
+            t *= 0.5
+        else:
+            return x, f"line search found no decrease in {max_backtracks} halvings (step {t:.3g})"
+        s, y = trial - x, g_trial - g
+        sy = float(s @ y)
+        t_bb = float(s @ s) / sy if sy > 0 else float(np.linalg.norm(s) / max(np.linalg.norm(y), 1e-300))
+        x, f, g = trial, f_trial, g_trial
+        recent.append(f)
+        if monitor.check(x, f, g):
+            return x, monitor.reason
 
 
 @register("gd-momentum", "Nesterov accelerated gradient, backtracking, with function-value restart")
@@ -56,22 +99,25 @@ def nesterov(objective: CountedObjective, x0: np.ndarray, monitor: Monitor, step
     backtracked until ``f(y - s g) <= f(y) - s/2 ||g||^2`` (the descent-lemma test that acceleration
     needs), ``t_{k+1} = (1 + sqrt(1 + 4 t_k^2)) / 2``. If ``f(x_{k+1}) > f(x_k)`` the momentum is reset
     (O'Donoghue and Candes' function restart), which also copes with the non-convexity.
-    The method evaluates gradients at the extrapolated points ``y``; the gradient at ``x_{k+1}``
-    that the shared stopping rule needs is monitor cost (``n_monitor_evals``), not charged.
+    Every trial is one ``loss_grad`` and the accepted one's gradient is kept: the shared rule reads
+    the gradient at ``x_{k+1}`` from it, and after a restart (``y = x``) the step reuses it.
     """
     x_prev = x = x0
-    f_x = objective.loss(x)
+    f_x, g_x = objective.loss_grad(x)
     t_prev, s = 1.0, step0
     restarts = 0
     while True:
         t = (1.0 + np.sqrt(1.0 + 4.0 * t_prev ** 2)) / 2.0
-        y = x + ((t_prev - 1.0) / t) * (x - x_prev)
-        f_y, g_y = objective.loss_grad(y)
+        if t_prev == 1.0:  # no momentum (first step, or just restarted): y is x, whose gradient we have
+            y, f_y, g_y = x, f_x, g_x
+        else:
+            y = x + ((t_prev - 1.0) / t) * (x - x_prev)
+            f_y, g_y = objective.loss_grad(y)
         gg = float(g_y @ g_y)
         s *= 2.0
         for _ in range(max_backtracks):
             trial = y - s * g_y
-            f_trial = objective.loss(trial)
+            f_trial, g_trial = objective.loss_grad(trial)
             if f_trial <= f_y - 0.5 * s * gg:
                 break
             s *= 0.5
@@ -80,6 +126,6 @@ def nesterov(objective: CountedObjective, x0: np.ndarray, monitor: Monitor, step
         if f_trial > f_x:  # restart: drop the momentum, step from x itself next time
             x_prev, t_prev, restarts = x, 1.0, restarts + 1
             continue
-        x_prev, x, f_x, t_prev = x, trial, f_trial, t
-        if monitor.check(x):
+        x_prev, x, f_x, g_x, t_prev = x, trial, f_trial, g_trial, t
+        if monitor.check(x, f_x, g_x):
             return x, f"{monitor.reason} ({restarts} restarts)"
