@@ -211,13 +211,16 @@ def fit_options(f):
     opts = [
         click.option("--gtol", type=click.FloatRange(min=0), default=1e-5, show_default=True,
                      help="Shared stopping rule: stop when ||g|| / ||g0|| <= GTOL."),
-        click.option("--max-iter", type=click.IntRange(min=0), default=1000, show_default=True,
-                     help="Iteration budget per optimizer."),
-        click.option("--max-seconds", type=click.FloatRange(min=0, min_open=True), default=60.0, show_default=True,
-                     help="Wall-time budget per optimizer (optimizer time, logging excluded)."),
-        click.option("--max-passes", type=click.IntRange(min=1), default=None,
-                     help="Budget in data passes per optimizer (a loss, gradient or Hessian-vector product = 1; "
-                          "an ALS sweep = 2; an SGD epoch = 1): the machine-independent budget."),
+        click.option("--max-passes", type=click.IntRange(min=1), default=RunConfig().rule.max_passes, show_default=True,
+                     help="The budget per optimizer, in data passes, the same unit of work for every method "
+                          "(a loss+gradient or Hessian-vector product = 1; an ALS sweep = 2; an SGD epoch = 1)."),
+        click.option("--max-seconds", type=click.FloatRange(min=0, min_open=True), default=RunConfig().rule.max_seconds,
+                     show_default=True,
+                     help="Wall-time safety net per optimizer (optimizer time: compilation, validation and "
+                          "logging excluded)."),
+        click.option("--max-iter", type=click.IntRange(min=0), default=None,
+                     help="An extra iteration cap (off by default: iterations cost 1 to 100 passes depending on "
+                          "the method, so a cap in iterations is a different budget for each)."),
         click.option("--patience", type=click.IntRange(min=1), default=None,
                      help="Early stopping: stop when validation RMSE has not improved for this many iterations, "
                           "and keep the best-validation iterate (any method)."),
@@ -261,7 +264,7 @@ def _config(kw: dict, optimizers) -> RunConfig:
         data=_data_config(kw),
         model=ModelConfig(model=kw.get("model", "mf"), rank=kw["rank"], reg=kw["reg"], reg_bias=kw["reg_bias"],
                           weighting=kw["weighting"], init_scale=kw["init_scale"], threshold=kw.get("threshold", 4.0)),
-        rule=StoppingRule(gtol=kw.get("gtol", 1e-5), max_iter=kw.get("max_iter", 1000),
+        rule=StoppingRule(gtol=kw.get("gtol", 1e-5), max_iter=kw.get("max_iter"),
                           max_seconds=kw.get("max_seconds"), patience=kw.get("patience"),
                           max_passes=kw.get("max_passes")),
         optimizers=tuple(optimizers), gd_step=kw.get("gd_step"), seed=kw["seed"], seeds=_seeds(kw.get("seeds")),
@@ -350,7 +353,8 @@ def _run_comparison(optimizers, kw) -> None:
         click.echo(f"dask: {len(client.scheduler_info()['workers'])} workers at {client.scheduler.address}", err=True)
     try:
         result = experiment.compare(cfg, tracker, None if kw.get("quiet") else Progress(), on_start=started,
-                                    download_progress=DownloadProgress(), client=client)
+                                    download_progress=DownloadProgress(), client=client,
+                                    note=lambda msg: click.echo(msg, err=True))
     except ValueError as exc:
         raise InputError(str(exc)) from None
     except BackendError as exc:  # the cluster failed mid-fit; the open runs were marked FAILED
@@ -368,14 +372,19 @@ def _run_comparison(optimizers, kw) -> None:
     if result.folds:
         click.echo("test_rmse_std  " + "  ".join(f"{r.optimizer} {r.test_rmse_std:.4f}"
                                                  for r in result.table.itertuples()))
+    click.echo("")
+    for line in report.findings(result.table):
+        click.echo(f"- {line}")
     if tracker:
         click.echo("")
         click.echo(f"MLflow experiment: {result.links['experiment']}")
         click.echo(f"compare the runs:  {result.links['compare']}")
         if result.model_uris:
-            best = min(result.model_uris, key=lambda n: result.metrics[n]["val_rmse"])
+            best = min(result.model_uris, key=lambda n: result.metrics[n]["val_rmse"])  # model selection: validation
             click.echo(f"best model ({best}): recsys recommend --model-uri {result.model_uris[best]} --user ID")
         click.echo(f"(start the UI with `make ui` or `recsys ui`; store: {tracker.tracking_uri})")
+    if result.failures and len(result.failures) == len(cfg.optimizers):
+        raise click.ClickException("every method failed: " + "; ".join(f"{k}: {v}" for k, v in result.failures.items()))
 
 
 @cli.command()

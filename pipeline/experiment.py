@@ -2,7 +2,11 @@
 
 ``compare`` is what ``make train`` runs: every optimizer from the same starting point on the
 same objective under the same stopping rule, the baselines beside them, one parent run with a
-child per method when a tracker is given. With k-fold splits or several initialization seeds
+child per method when a tracker is given. Before any clock starts it compiles the kernels
+(``warm_up``), measures what each kind of pass costs and computes the reference optimum ``f*``
+(``pipeline.race``); every method is then scored by its data passes and seconds to targets of
+``(f - f*)/|f*|``. A method that raises fails alone: its run is FAILED, its row says why, the
+others run. With k-fold splits or several initialization seeds
 each repeat is a child run holding its optimizer runs, and the parent gets the mean and spread. Nothing here
 prints; ``progress`` receives each iterate and the CLI decides what to show.
 """
@@ -10,6 +14,7 @@ prints; ``progress`` receives each iterate and the CLI decides what to show.
 from __future__ import annotations
 
 import tempfile
+import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable
@@ -17,7 +22,7 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from pipeline import evaluate, report
+from pipeline import evaluate, race, report
 from pipeline.config import DataConfig, RunConfig
 from pipeline.data import (DataError, Ratings, Split, cache_folder, filter_min_counts, load_dataset, load_predefined,
                            make_splits)
@@ -34,6 +39,7 @@ class Prepared:
     objective: BiasedMF
     x0: np.ndarray
     seed: int = 0
+    reference: race.Reference | None = None  # f* of this problem from x0 (set before the race)
 
     @property
     def label(self) -> str:
@@ -53,6 +59,9 @@ class Comparison:
     links: dict[str, str] = field(default_factory=dict)
     folds: list["Comparison"] = field(default_factory=list)
     model_uris: dict[str, str] = field(default_factory=dict)
+    failures: dict[str, str] = field(default_factory=dict)   # method -> one-line reason it failed
+    compile_seconds: float = 0.0                              # kernel compilation, outside the race
+    pass_costs: dict[str, float] = field(default_factory=dict)
 
 
 # -- data ---------------------------------------------------------------------------------------
@@ -134,7 +143,46 @@ def fit(prepared: Prepared, name: str, cfg: RunConfig, listeners: tuple[Listener
                     "n_grad": last.n_grad, "n_hessp": last.n_hessp, "data_passes": last.data_passes,
                     "n_monitor_evals": result.n_monitor_evals,
                     "n_negative_curvature": result.n_negative_curvature})
+    if prepared.reference is not None:
+        f_star = prepared.reference.f_star
+        metrics["rel_gap"] = race.relative_gap(last.loss, f_star)
+        metrics.update(race.time_to_target(result, f_star))
     return result, metrics
+
+
+def warm_up(objective) -> float:
+    """Compile (or load) the objective's kernels before any clock starts; the seconds it took."""
+    t0 = time.perf_counter()
+    if callable(getattr(objective, "warm_up", None)):
+        objective.warm_up()
+    return time.perf_counter() - t0
+
+
+def reference_for(prepared: Prepared, cfg: RunConfig) -> race.Reference:
+    """``f*`` of ``prepared``'s problem, cached under the data folder's cache (unless ``--no-cache``)."""
+    tr = prepared.split.train
+    key = race.problem_key(tr.users, tr.items, tr.ratings, asdict(cfg.model), prepared.x0,
+                           type(prepared.objective).__name__)
+    cache_file = cache_folder(cfg.data.data_dir) / "reference" / f"{key}.json" if cfg.data.cache else None
+    return race.reference_optimum(prepared.objective, prepared.x0, cache_file)
+
+
+def prepare_race(prepared: list[Prepared], cfg: RunConfig, note: Callable[[str], None] | None = None
+                 ) -> tuple[float, dict[str, float]]:
+    """Everything outside the clock, once: compile the kernels, measure the pass costs, compute each
+    problem's ``f*``. Returns ``(compile_seconds, pass_costs)``; sets ``prepared[j].reference``."""
+    note = note or (lambda _msg: None)
+    compile_seconds = warm_up(prepared[0].objective)
+    note(f"kernels compiled or loaded in {compile_seconds:.1f} s (once, outside the race)")
+    for prep in prepared:
+        t0 = time.perf_counter()
+        prep.reference = reference_for(prep, cfg)
+        note(f"reference optimum{' (' + prep.label + ')' if len(prepared) > 1 else ''}: "
+             f"{prep.reference.note()} in {time.perf_counter() - t0:.1f} s")
+    costs = race.pass_costs(prepared[0].objective, prepared[0].x0)
+    note("one pass costs " + ", ".join(f"{k[5:]} {v:.2f}" for k, v in costs.items() if k.startswith("cost_"))
+         + f" x a loss+gradient ({1e3 * costs['seconds_loss_grad']:.2f} ms)")
+    return compile_seconds, costs
 
 
 def baselines(prepared: Prepared, cfg: RunConfig) -> dict[str, dict]:
@@ -150,17 +198,28 @@ def baselines(prepared: Prepared, cfg: RunConfig) -> dict[str, dict]:
     return {name: evaluate.score_split(p, split) for name, p in preds.items()}
 
 
-def _row(name: str, metrics: dict, reason: str = "baseline") -> dict:
-    return {"optimizer": name, "iterations": metrics.get("iterations"), "n_fun": metrics.get("n_fun"),
-            "n_grad": metrics.get("n_grad"), "n_hessp": metrics.get("n_hessp"),
-            "data_passes": metrics.get("data_passes"), "seconds": metrics.get("fit_seconds"), "train_loss": metrics.get("train_loss"),
-            "grad_norm": metrics.get("grad_norm"), "val_rmse": metrics.get("val_rmse"),
-            "test_rmse": metrics.get("test_rmse"), "reason": reason,
-            "train_rmse": metrics.get("train_rmse"), "val_mae": metrics.get("val_mae"),
-            "test_mae": metrics.get("test_mae")}
+def _row(name: str, metrics: dict, reason: str = "baseline", note: str = "", message: str = "") -> dict:
+    return report.table_row(name, metrics, reason, note, message)
 
 
 _CURVE_KEYS = ("train_loss", "grad_norm", "rel_grad_norm", "val_rmse")
+
+
+class MethodFailed(Exception):
+    """An optimizer raised: the message is one line naming the error."""
+
+
+def _fit_or_fail(prepared: Prepared, name: str, cfg: RunConfig, listeners, on_failure=None):
+    """``fit``, with any error of the method turned into :class:`MethodFailed` (one line); Ctrl-C
+    and other interrupts pass through."""
+    try:
+        return fit(prepared, name, cfg, listeners)
+    except Exception as exc:  # noqa: BLE001 - a method's failure must not stop the comparison
+        first = (str(exc).strip().splitlines() or [""])[0]
+        why = f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+        if on_failure:
+            on_failure(why)
+        raise MethodFailed(why) from exc
 
 
 def _compare_split(prepared: Prepared, cfg: RunConfig, tracker, parent_id: str | None,
@@ -177,32 +236,43 @@ def _compare_split(prepared: Prepared, cfg: RunConfig, tracker, parent_id: str |
                 out.child_run_ids[name] = rid
     for name in cfg.optimizers:
         listeners = tuple(l for l in (progress,) if l)
-        if tracker:
-            run_params_ = {**params, "optimizer": name, "gd_step": cfg.gd_step if name == "gd" else None}
-            with tracker.run(name, run_params_, parent_id, {"kind": "optimizer"}) as rid:
-                out.child_run_ids[name] = rid
-                res, m = fit(prepared, name, cfg, listeners + (tracker.curve_listener(rid),))
-                tracker.log_metrics(rid, {k: v for k, v in m.items() if k not in _CURVE_KEYS}, step=res.final.iteration)
-                tracker.set_tags(rid, {"stop_reason": res.reason, "stop_message": res.message})
-                if cfg.log_models and isinstance(prepared.objective, BiasedMF):
-                    from pipeline.recommender import Recommender
-                    from pipeline.tracking import log_recommender
-                    uri = log_recommender(tracker, rid, Recommender.from_fit(prepared.objective, res.x,
-                                                                              prepared.ratings, prepared.split.train))
-                    tracker.set_tags(rid, {"model_uri": uri})
-                    out.model_uris[name] = uri
-        else:
-            res, m = fit(prepared, name, cfg, listeners)
+        try:
+            if tracker:
+                run_params_ = {**params, "optimizer": name, "gd_step": cfg.gd_step if name == "gd" else None}
+                with tracker.run(name, run_params_, parent_id, {"kind": "optimizer"}) as rid:
+                    out.child_run_ids[name] = rid
+                    res, m = _fit_or_fail(prepared, name, cfg, listeners + (tracker.curve_listener(rid),),
+                                          lambda why: tracker.set_tags(rid, {"stop_reason": "failed", "stop_message": why}))
+                    tracker.log_metrics(rid, {k: v for k, v in m.items() if k not in _CURVE_KEYS}, step=res.final.iteration)
+                    tracker.set_tags(rid, {"stop_reason": res.reason, "stop_message": res.message})
+                    if prepared.reference is not None and race.stationary_note(res, prepared.reference.f_star):
+                        tracker.set_tags(rid, {"stationary_note": race.stationary_note(res, prepared.reference.f_star)})
+                    if cfg.log_models and isinstance(prepared.objective, BiasedMF):
+                        from pipeline.recommender import Recommender
+                        from pipeline.tracking import log_recommender
+                        uri = log_recommender(tracker, rid, Recommender.from_fit(prepared.objective, res.x,
+                                                                                  prepared.ratings, prepared.split.train))
+                        tracker.set_tags(rid, {"model_uri": uri})
+                        out.model_uris[name] = uri
+            else:
+                res, m = _fit_or_fail(prepared, name, cfg, listeners)
+        except MethodFailed as exc:
+            out.failures[name] = str(exc)
+            rows.append(_row(name, {}, "failed", message=str(exc)))
+            continue
         out.results[name], out.metrics[name] = res, m
-        rows.append(_row(name, m, res.reason))
+        note = race.stationary_note(res, prepared.reference.f_star) if prepared.reference else ""
+        rows.append(_row(name, m, res.reason, note, res.message))
     out.table = report.comparison_table(rows)
     return out
 
 
 def _log_split_artifacts(tracker, run_id: str, out: Comparison, cfg: RunConfig, title: str,
-                         repeats: list[dict[str, OptimizeResult]] | None = None) -> None:
+                         repeats: list[Comparison] | None = None) -> None:
+    parts = repeats or [out]
+    f_stars = [r.prepared.reference.f_star if r.prepared.reference else None for r in parts]
     with tempfile.TemporaryDirectory() as tmp:
-        for path in report.figures(repeats or [out.results], Path(tmp), title):
+        for path in report.figures([r.results for r in parts], Path(tmp), title, f_stars):
             tracker.log_artifact(run_id, path)
         out.table.to_csv(Path(tmp) / "comparison.csv", index=False)
         (Path(tmp) / "comparison.md").write_text(report.markdown_table(out.table))
@@ -212,7 +282,7 @@ def _log_split_artifacts(tracker, run_id: str, out: Comparison, cfg: RunConfig, 
 
 def compare(cfg: RunConfig, tracker=None, progress: Listener | None = None,
             ratings: Ratings | None = None, on_start: Callable[[Prepared], None] | None = None,
-            download_progress=None, client=None) -> Comparison:
+            download_progress=None, client=None, note: Callable[[str], None] | None = None) -> Comparison:
     """Run ``cfg.optimizers`` (and the baselines) and log them as one parent run with children.
 
     Several folds (k-fold) or several initialization seeds (``cfg.seeds``) make *repeats*: each
@@ -226,14 +296,24 @@ def compare(cfg: RunConfig, tracker=None, progress: Listener | None = None,
     prepared = [prepare_split(s, ratings, cfg, seed, client) for s in splits for seed in seeds]
     if on_start:
         on_start(prepared[0])
+    compile_seconds, costs = prepare_race(prepared, cfg, note)
     title = f"{ratings.name}: rank {cfg.model.rank}, reg {cfg.model.reg:g}, gtol {cfg.rule.gtol:g}"
     repeated = len(prepared) > 1
+
+    def race_metrics(prep: Prepared, out: Comparison) -> dict:
+        flat = {"f_star": prep.reference.f_star, "f_star_rel_grad_norm": prep.reference.rel_grad_norm}
+        for name, m in out.metrics.items():
+            if name in out.results:
+                flat.update({f"{name}_{k}": v for k, v in m.items()
+                             if k.startswith(("passes_to_", "seconds_to_")) or k == "rel_gap"})
+        return flat
 
     def run_all(parent_id: str | None) -> Comparison:
         if not repeated:
             out = _compare_split(prepared[0], cfg, tracker, parent_id, progress, run_params(cfg, prepared[0]))
             if tracker:
                 _log_split_artifacts(tracker, parent_id, out, cfg, title)
+                tracker.log_metrics(parent_id, race_metrics(prepared[0], out))
             return out
         repeats = []
         for prep in prepared:
@@ -242,49 +322,65 @@ def compare(cfg: RunConfig, tracker=None, progress: Listener | None = None,
                 with tracker.run(prep.label, params, parent_id, {"kind": "repeat"}) as rep_id:
                     rep = _compare_split(prep, cfg, tracker, rep_id, progress, params)
                     _log_split_artifacts(tracker, rep_id, rep, cfg, f"{title}, {prep.label}")
+                    tracker.log_metrics(rep_id, race_metrics(prep, rep))
                     rep.parent_run_id = rep_id
             else:
                 rep = _compare_split(prep, cfg, tracker, None, progress, params)
             repeats.append(rep)
         out = Comparison(fold_table(repeats), repeats[0].results, aggregate_metrics(repeats), prepared[0],
-                         folds=repeats)
+                         folds=repeats, failures={k: v for r in repeats for k, v in r.failures.items()})
         if tracker:
             _log_split_artifacts(tracker, parent_id, out, cfg, f"{title}, {len(repeats)} repeats",
-                                 repeats=[r.results for r in repeats])
+                                 repeats=repeats)
+        return out
+
+    def finish(out: Comparison) -> Comparison:
+        out.compile_seconds, out.pass_costs = compile_seconds, costs
         return out
 
     if tracker is None:
-        return run_all(None)
+        return finish(run_all(None))
     tracker.use_experiment(ratings.name)
     parent_params = {**run_params(cfg, prepared[0]), "optimizers": ",".join(cfg.optimizers),
                      "folds": len(splits) if len(splits) > 1 else None,
                      "seeds": ",".join(map(str, seeds)) if len(seeds) > 1 else None}
     with tracker.run(f"compare-{'-'.join(cfg.optimizers)}", parent_params, tags={"kind": "comparison"}) as parent_id:
         tracker.log_dataset(parent_id, _ratings_frame(prepared[0].split.train), ratings.name, ratings.source, "training")
-        out = run_all(parent_id)
+        out = finish(run_all(parent_id))
         out.parent_run_id = parent_id
+        tracker.log_metrics(parent_id, {"compile_seconds": compile_seconds, **costs})
+        ran = [n for n in cfg.optimizers if n in out.metrics]
         if repeated:
             tracker.log_metrics(parent_id, out.metrics["_flat"])
-            best = min(cfg.optimizers, key=lambda n: out.metrics[n]["val_rmse_mean"])
-            tracker.set_tags(parent_id, {"best_optimizer": best})
+            if ran:
+                best = min(ran, key=lambda n: out.metrics[n]["val_rmse_mean"])
+                tracker.set_tags(parent_id, {"best_optimizer": best})
         else:
-            best = min(cfg.optimizers, key=lambda n: out.metrics[n]["val_rmse"])
-            tracker.log_metrics(parent_id, {"best_val_rmse": out.metrics[best]["val_rmse"],
-                                            "best_test_rmse": out.metrics[best]["test_rmse"]})
-            tracker.set_tags(parent_id, {"best_optimizer": best, **split_tags(prepared[0].split)})
+            if ran:
+                best = min(ran, key=lambda n: out.metrics[n]["val_rmse"])
+                tracker.log_metrics(parent_id, {"best_val_rmse": out.metrics[best]["val_rmse"],
+                                                "best_test_rmse": out.metrics[best]["test_rmse"]})
+                tracker.set_tags(parent_id, {"best_optimizer": best})
+            tracker.set_tags(parent_id, {**split_tags(prepared[0].split),
+                                         "reference_optimum": prepared[0].reference.note()})
     child_ids = [rid for f in (out.folds or [out]) for rid in f.child_run_ids.values()]
     out.links = tracker.links(child_ids)
     return out
 
 
+_TO_TARGET = ("passes_to_", "seconds_to_")
+
+
 def aggregate_metrics(folds: list[Comparison]) -> dict:
     """Mean and standard deviation over repeats (folds, seeds) of every metric, per method."""
     out: dict = {"_flat": {}}
-    for name in folds[0].metrics:
-        per = pd.DataFrame([f.metrics[name] for f in folds])
+    names = list(dict.fromkeys(n for f in folds for n in f.metrics))
+    for name in names:
+        per = pd.DataFrame([f.metrics[name] for f in folds if name in f.metrics])
         out[name] = {}
         for col in per.columns:
-            out[name][f"{col}_mean"] = float(per[col].mean())
+            # a target missed in any repeat has no mean: "not reached" must not average away
+            out[name][f"{col}_mean"] = float(per[col].mean(skipna=not col.startswith(_TO_TARGET)))
             out[name][f"{col}_std"] = float(per[col].std(ddof=1))
         for col in ("val_rmse", "test_rmse", "test_mae", "fit_seconds"):
             if col in per:
@@ -296,11 +392,17 @@ def aggregate_metrics(folds: list[Comparison]) -> dict:
 def fold_table(folds: list[Comparison]) -> pd.DataFrame:
     """Mean over repeats of each numeric column; ``test_rmse_std`` the spread; reasons joined."""
     tables = pd.concat([f.table.assign(repeat=j) for j, f in enumerate(folds)])
-    numeric = [c for c in tables.columns if c not in ("optimizer", "reason", "repeat")]
+    text = ("optimizer", "reason", "repeat", "note", "message")
+    numeric = [c for c in tables.columns if c not in text]
     grouped = tables.groupby("optimizer", sort=False)
     mean = grouped[numeric].mean(numeric_only=True)
+    for col in numeric:  # a target missed in any repeat has no mean
+        if col.startswith(_TO_TARGET):
+            mean[col] = grouped[col].agg(lambda v: v.mean() if v.notna().all() else np.nan)
     mean["test_rmse_std"] = grouped["test_rmse"].std(ddof=1)
-    mean["reason"] = grouped["reason"].agg(lambda r: ",".join(sorted(set(r))))
+    for col in ("reason", "note"):
+        if col in tables:
+            mean[col] = grouped[col].agg(lambda r: ",".join(sorted(set(v for v in r if isinstance(v, str) and v))))
     return report.comparison_table(mean.reset_index().to_dict("records"))
 
 

@@ -68,18 +68,24 @@ def test_links_name_the_experiment_and_the_runs(comparison):
         assert rid in out.links["compare"]
 
 
-def test_a_failing_fit_marks_runs_failed(tracking_uri, tmp_path, small_synthetic, monkeypatch):
+def test_a_failing_method_fails_alone(tracking_uri, tmp_path, small_synthetic, monkeypatch):
+    """Its run is FAILED with a one-line reason, the methods after it run, the table shows it."""
     tracker = MlflowTracker(tracking_uri, artifact_root=tmp_path / "artifacts")
+    real = experiment.minimize
 
-    def boom(*args, **kwargs):
-        raise RuntimeError("boom")
+    def boom(name, *args, **kwargs):
+        if name == "gd":
+            raise RuntimeError("boom\nsecond line")
+        return real(name, *args, **kwargs)
     monkeypatch.setattr(experiment, "minimize", boom)
-    with pytest.raises(RuntimeError):
-        experiment.compare(small_cfg(("gd",)), tracker, ratings=small_synthetic)
-    runs = tracker.client.search_runs([tracker.experiment_id])
-    statuses = {r.info.run_name: r.info.status for r in runs}
-    assert statuses["gd"] == "FAILED" and statuses["compare-gd"] == "FAILED"
-    assert statuses["global-mean"] == "FINISHED"
+    out = experiment.compare(small_cfg(("gd", "lbfgs")), tracker, ratings=small_synthetic)
+    runs = {r.info.run_name: r for r in tracker.client.search_runs([tracker.experiment_id])}
+    assert runs["gd"].info.status == "FAILED"
+    assert runs["gd"].data.tags["stop_message"] == "RuntimeError: boom"
+    assert runs["lbfgs"].info.status == "FINISHED" and runs["compare-gd-lbfgs"].info.status == "FINISHED"
+    row = out.table.set_index("optimizer").loc["gd"]
+    assert row["reason"] == "failed" and row["message"] == "RuntimeError: boom"
+    assert out.failures == {"gd": "RuntimeError: boom"} and "lbfgs" in out.results
 
 
 def test_ctrl_c_marks_runs_killed(tracking_uri, tmp_path, small_synthetic, monkeypatch):

@@ -65,6 +65,24 @@ class StoppingRule:
             raise ValueError(f"max_seconds must be positive, got {self.max_seconds}")
 
 
+    def explain(self, reason: str, record: "IterationRecord") -> str:
+        """What ``reason`` means for a reader, with the numbers of the last iterate."""
+        r, rel = record, f"||g||/||g0|| = {record.rel_grad_norm:.1e}"
+        if reason == "converged":
+            return f"converged: {rel} <= {self.gtol:g}"
+        if reason == "diverged":
+            return "diverged: the objective or its gradient is not finite"
+        if reason == "max_passes":
+            return f"budget spent: {r.data_passes} data passes (of {self.max_passes}), {rel}"
+        if reason == "max_seconds":
+            return f"budget spent: {r.seconds:.1f} s (of {self.max_seconds:g}), {rel}"
+        if reason == "max_iter":
+            return f"iteration cap: {r.iteration} iterations, {rel}"
+        if reason == "early_stopped":
+            return f"early stop: validation RMSE did not improve for {self.patience} iterations"
+        return reason
+
+
 @dataclass(frozen=True)
 class IterationRecord:
     """One row of an optimizer's history (counts are cumulative)."""
@@ -241,10 +259,21 @@ class Monitor:
         return None
 
     def result(self, x: np.ndarray, message: str) -> OptimizeResult:
-        """The one exit point: make sure ``x`` is the last recorded iterate, label the reason."""
+        """The one exit point: make sure ``x`` is the last recorded iterate, label the reason.
+
+        Where the shared rule stopped the method, the message is the rule's, in words (scipy's own
+        message is then only "callback raised StopIteration"); where the method stopped on its own,
+        it is the method's message."""
         if self.last_x is None or not np.array_equal(self.last_x, x):
             self.check(x)
         reason = self.reason or "method"
+        if self.reason:
+            detail = message if message and message != self.reason and "StopIteration" not in message else ""
+            message = self.rule.explain(self.reason, self.history[-1])
+            if detail.startswith(self.reason + " ("):  # e.g. gd-momentum's restart count
+                message += detail[len(self.reason):]
+        else:
+            message = f"the method stopped on its own: {message}" if message else "the method stopped on its own"
         history = list(self.history)
         x_out = self.last_x
         if reason == "early_stopped" and self.best_val_x is not None:

@@ -1,0 +1,210 @@
+"""The rules of the race: one reference optimum, time to target, measured pass costs, profiles.
+
+A comparison of optimizers is worth what its rules are (benchopt; Dolan and More 2002). This
+module holds the rules that do not belong to any one method; it sees objectives only through the
+protocol and optimizers only through :func:`pipeline.optim.minimize`.
+
+Reference optimum
+    ``f*`` is computed once per problem, outside the race, from the race's starting point, by each
+    of ``REFERENCE_SOLVERS`` (L-BFGS and Newton-CG) run to ``||g||/||g0|| <= 1e-10`` or until they
+    can go no further; ``f*`` is the lowest value they reach. It does not depend on which methods
+    are compared (the old "minus the best of the methods shown" moved every curve when a method was
+    added, and gave the winner a gap of zero by construction). The problem is non-convex: a method
+    may end at another stationary point, above ``f*`` with a small gradient, or even below it; the
+    table and the report say so (:func:`stationary_note`).
+
+Time to target
+    For a relative suboptimality ``tau`` the cost to target is the data passes (and seconds) of
+    the first iterate with ``(f - f*)/|f*| <= tau``, for ``tau`` in :data:`TARGETS`; and the cost to
+    come within :data:`VAL_TOLERANCE` of the method's own best validation RMSE (where validation
+    stops improving: more digits of the objective buy nothing there). Not reached = ``nan``.
+
+Performance profiles
+    Over a set of problems ``P`` and methods ``S``, with ``t[p, s]`` the cost of ``s`` to a target
+    on ``p`` (infinite if not reached), ``rho_s(tau) = |{p : t[p, s] <= tau min_s' t[p, s']}| / |P|``:
+    the fraction of problems ``s`` solves within a factor ``tau`` of the best method on each.
+    ``rho_s(1)`` is how often ``s`` is the fastest; ``rho_s`` at large ``tau`` how often it gets there
+    at all.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from pipeline.optim import OptimizeResult, StoppingRule, minimize
+
+TARGETS = (1e-3, 1e-6, 1e-9)
+VAL_TOLERANCE = 1e-4
+REFERENCE_SOLVERS = ("lbfgs", "newton-cg")
+REFERENCE_RULE = StoppingRule(gtol=1e-10, max_passes=50_000, max_seconds=300.0)
+REFERENCE_VERSION = 1  # bump when the reference's definition changes: old cache entries then miss
+
+
+def target_label(tau: float) -> str:
+    """``1e-3`` for 0.001: the suffix of the to-target columns and metrics."""
+    return f"{tau:.0e}".replace("e-0", "e-")
+
+
+TARGET_KEYS = tuple(target_label(t) for t in TARGETS) + ("val",)
+
+
+@dataclass(frozen=True)
+class Reference:
+    """The reference optimum of one problem and how it was found."""
+
+    f_star: float
+    rel_grad_norm: float
+    solver: str
+    passes: int
+    seconds: float
+    values: dict  # the final value each reference solver reached
+
+    def note(self) -> str:
+        return (f"f* = {self.f_star:.12g} from {self.solver} (||g||/||g0|| = {self.rel_grad_norm:.1e}; "
+                f"reference solvers {', '.join(f'{k} {v:.12g}' for k, v in self.values.items())})")
+
+
+def reference_optimum(objective, x0: np.ndarray, cache_file: Path | None = None,
+                      rule: StoppingRule = REFERENCE_RULE) -> Reference:
+    """``f*`` of ``objective`` from ``x0`` (see the module docstring), read from ``cache_file`` when
+    it holds one, written there otherwise (a file that cannot be read or written is ignored)."""
+    if cache_file is not None:
+        try:
+            return Reference(**json.loads(Path(cache_file).read_text()))
+        except (OSError, ValueError, TypeError):
+            pass
+    best: Reference | None = None
+    values = {}
+    for name in REFERENCE_SOLVERS:
+        res = minimize(name, objective, x0, rule)
+        last = res.final
+        values[name] = float(last.loss)
+        if math.isfinite(last.loss) and (best is None or last.loss < best.f_star):
+            best = Reference(float(last.loss), float(last.rel_grad_norm), name, int(last.data_passes),
+                             float(last.seconds), {})
+    if best is None:
+        raise ValueError("no reference solver reached a finite objective: the problem diverges from x0")
+    ref = Reference(**{**asdict(best), "values": values})
+    if cache_file is not None:
+        try:
+            Path(cache_file).parent.mkdir(parents=True, exist_ok=True)
+            tmp = Path(f"{cache_file}.{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(asdict(ref)))
+            os.replace(tmp, cache_file)
+        except OSError:
+            pass
+    return ref
+
+
+def problem_key(*parts) -> str:
+    """A checksum of everything that defines a problem (arrays by their bytes, the rest by repr)."""
+    h = hashlib.sha256(f"reference-v{REFERENCE_VERSION}".encode())
+    for part in parts:
+        if isinstance(part, np.ndarray):
+            h.update(str(part.dtype).encode() + str(part.shape).encode())
+            h.update(np.ascontiguousarray(part).tobytes())
+        else:
+            h.update(repr(part).encode())
+    return h.hexdigest()[:24]
+
+
+def relative_gap(loss: float, f_star: float) -> float:
+    return (loss - f_star) / max(abs(f_star), 1e-300)
+
+
+def time_to_target(result: OptimizeResult, f_star: float, targets=TARGETS,
+                   val_tolerance: float = VAL_TOLERANCE) -> dict[str, float]:
+    """``passes_to_<tau>``, ``seconds_to_<tau>`` for each target, and ``passes_to_val``,
+    ``seconds_to_val`` (within ``val_tolerance`` of the run's own best validation RMSE); nan where
+    the run never got there."""
+    out: dict[str, float] = {}
+    hist = result.history
+    for tau in targets:
+        hit = next((r for r in hist if relative_gap(r.loss, f_star) <= tau), None)
+        out[f"passes_to_{target_label(tau)}"] = float(hit.data_passes) if hit else math.nan
+        out[f"seconds_to_{target_label(tau)}"] = float(hit.seconds) if hit else math.nan
+    vals = [r.val_rmse for r in hist if math.isfinite(r.val_rmse)]
+    hit = None
+    if vals:
+        best = min(vals)
+        hit = next(r for r in hist if math.isfinite(r.val_rmse) and r.val_rmse <= best + val_tolerance)
+    out["passes_to_val"] = float(hit.data_passes) if hit else math.nan
+    out["seconds_to_val"] = float(hit.seconds) if hit else math.nan
+    return out
+
+
+def stationary_note(result: OptimizeResult, f_star: float, tol: float = 1e-9) -> str:
+    """Where a run ended relative to ``f*``: "" (at f*, or still on its way there), "below f*" (it
+    found a lower point than the reference solvers), or "another stationary point" (it met the
+    gradient tolerance above f*)."""
+    gap = relative_gap(result.final.loss, f_star)
+    if gap < -tol:
+        return "below f*"
+    if result.converged and gap > max(tol, 1e-6):
+        return "another stationary point"
+    return ""
+
+
+# -- pass costs, measured -------------------------------------------------------------------------
+def pass_costs(objective, x0: np.ndarray, repeats: int = 5, seed: int = 0) -> dict[str, float]:
+    """The wall time of one ``loss_grad`` at ``x0`` (``seconds_loss_grad``, median of ``repeats``)
+    and what one ``loss``, ``hessp``, ``gnvp``, ALS sweep and SGD epoch cost in units of it
+    (``cost_<name>``), for the operations ``objective`` offers. A Hessian-vector product is timed
+    at a point whose residuals are cached, as inside CG. Measured, not assumed: the data-pass
+    budget counts each of these as one pass (an ALS sweep as two), and these ratios say what a
+    pass costs in time on this problem and machine."""
+    rng = np.random.default_rng(seed)
+    x = np.array(x0, dtype=np.float64, copy=True)
+    v = rng.normal(size=objective.n_params)
+
+    def median_seconds(call) -> float:
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            call()
+            times.append(time.perf_counter() - t0)
+        return float(np.median(times))
+
+    base = median_seconds(lambda: objective.loss_grad(x))
+    out = {"seconds_loss_grad": base}
+    ops = {}
+    if callable(getattr(objective, "loss", None)):
+        ops["loss"] = lambda: objective.loss(x)
+    ops["hessp"] = lambda: objective.hessp(x, v)
+    if callable(getattr(objective, "gnvp", None)):
+        ops["gnvp"] = lambda: objective.gnvp(x, v)
+    if callable(getattr(objective, "als_sweep", None)):
+        ops["als_sweep"] = lambda: objective.als_sweep(x)
+    if callable(getattr(objective, "sgd_epoch", None)):
+        ops["sgd_epoch"] = lambda: objective.sgd_epoch(x, 1e-6, np.random.default_rng(seed))
+    for name, call in ops.items():
+        try:
+            objective.loss_grad(x)  # residuals cached at x, as an optimizer leaves them
+            out[f"cost_{name}"] = median_seconds(call) / base
+        except (ValueError, np.linalg.LinAlgError):  # an operation this configuration refuses
+            continue
+    return out
+
+
+# -- performance profiles --------------------------------------------------------------------------
+def profile(costs: pd.DataFrame, taus: np.ndarray) -> pd.DataFrame:
+    """Dolan-More profiles: ``costs`` has one row per problem, one column per method (nan = not
+    reached); returns one column per method, ``rho_s(tau)`` for each ``tau`` in ``taus``."""
+    c = costs.to_numpy(dtype=float)
+    c = np.where(np.isfinite(c), c, np.inf)
+    best = c.min(axis=1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ratio = np.where(np.isfinite(best), np.maximum(c, 1e-300) / np.maximum(best, 1e-300), np.inf)
+    ratio = np.where(c == best, 1.0, ratio)  # exact ties (also 0 / 0) are ratio 1
+    ratio = np.where(np.isfinite(c), ratio, np.inf)
+    rho = (ratio[None, :, :] <= taus[:, None, None]).mean(axis=1)
+    return pd.DataFrame(rho, index=pd.Index(taus, name="tau"), columns=costs.columns)
