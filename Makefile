@@ -6,16 +6,19 @@ VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 DATASET ?= data/synthetic/u.data
-OPTIMIZERS ?= gd,newton-cg,lbfgs
-STUDY      ?= gd,gd-momentum,newton-cg,newton-cg-gn,trust-ncg,trust-krylov,lbfgs,cg,als,sgd
+ML100K  ?= data/ml-100k/u.data
+comma   := ,
+OPTIMIZERS ?= gd,gd-bb,newton-cg,lbfgs,als
+STUDY      ?= gd,gd-bb,gd-momentum,newton-cg,newton-cg-gn,trust-ncg,trust-krylov,lbfgs,cg,als,sgd
 ARGS    ?=
 PORT    ?= 5000
 
-.PHONY: install data train compare sweep report bench bench-kernels bench-scale bench-train bench-load bench-peers ui test test-fast check-grad clean help
+.PHONY: install data train compare study sweep report bench bench-kernels bench-scale bench-train bench-load bench-peers ui test test-fast check-grad clean help
 
 help:
 	@echo "make train      install, generate the default dataset, compare $(OPTIMIZERS), log to MLflow"
 	@echo "make compare    every optimizer in the registry, 30 s each (STUDY=..., DATASET=..., ARGS='--seeds 0,1,2')"
+	@echo "make study      performance profiles of every optimizer over a suite of problems (ML100K=u.data adds MovieLens)"
 	@echo "make sweep      tune rank and penalties on validation, refit, report test RMSE once"
 	@echo "make ui         the MLflow UI on http://127.0.0.1:$(PORT)"
 	@echo "make report     the case study (Markdown + figures) of the newest comparison"
@@ -43,6 +46,9 @@ train: install data
 compare: install data
 	$(BIN)/recsys compare --dataset $(DATASET) --optimizers $(STUDY) --max-seconds 30 $(ARGS)
 
+study: install data
+	$(BIN)/recsys study --datasets $(subst $(eval) ,$(comma),$(strip data/synthetic/u.data $(wildcard $(ML100K)))) --optimizers $(STUDY) $(ARGS)
+
 sweep: install data
 	$(BIN)/recsys sweep --dataset $(DATASET) $(ARGS)
 
@@ -63,7 +69,6 @@ bench-train: install
 bench-load: install
 	$(BIN)/python benchmarks/load.py
 
-ML100K ?= data/ml-100k/u.data
 .venv-peers/.installed:
 	$(PYTHON) -m venv .venv-peers
 	.venv-peers/bin/python -m pip install --quiet --upgrade pip

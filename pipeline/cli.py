@@ -21,7 +21,7 @@ from pipeline.objectives import WEIGHTINGS
 from pipeline.optim import REGISTRY, StoppingRule
 from pipeline.optim.base import IterationRecord
 
-COMMANDS = ["train", "compare", "sweep", "report", "recommend", "check-grad", "ui"]
+COMMANDS = ["train", "compare", "study", "sweep", "report", "recommend", "check-grad", "ui"]
 
 
 class InputError(click.ClickException):
@@ -423,6 +423,64 @@ class ValueList(click.ParamType):
         if not values:
             self.fail("expected at least one value", param, ctx)
         return values
+
+
+@cli.command()
+@click.option("--datasets", type=ValueList(str, "dataset"), default="synthetic", show_default=True,
+              help="Comma-separated datasets of the suite (names or paths, as --dataset takes).")
+@click.option("--optimizers", type=OptimizerList(), default=",".join(REGISTRY), show_default=True,
+              help="The methods compared on every problem.")
+@click.option("--ranks", type=ValueList(int, "integer"), default="5,20,50", show_default=True)
+@click.option("--regs", type=ValueList(float, "number"), default="0.02,0.1", show_default=True)
+@click.option("--seeds", "seed_list", type=ValueList(int, "integer"), default="0,1,2", show_default=True,
+              help="Starting points per (dataset, rank, reg).")
+@click.option("--reg-bias", type=click.FloatRange(min=0), default=ModelConfig.reg_bias, show_default=True)
+@click.option("--weighting", type=click.Choice(WEIGHTINGS), default=ModelConfig.weighting, show_default=True)
+@click.option("--gtol", type=click.FloatRange(min=0), default=1e-10, show_default=True,
+              help="Stop a method at ||g||/||g0|| <= GTOL [default: as tight as the reference, so the targets, "
+                   "not the gradient test, end the race]")
+@click.option("--max-passes", type=click.IntRange(min=1), default=600, show_default=True,
+              help="Budget per method and problem, in data passes.")
+@click.option("--max-seconds", type=click.FloatRange(min=0, min_open=True), default=10.0, show_default=True,
+              help="Wall-time safety net per method and problem.")
+@click.option("--reference-passes", type=click.IntRange(min=1), default=2000, show_default=True,
+              help="Budget of each phase of the reference solve (L-BFGS, then Newton-CG) per problem, in passes.")
+@click.option("--split-seed", type=int, default=0, show_default=True)
+@click.option("--data-dir", type=click.Path(file_okay=False), default="data", show_default=True)
+@click.option("--cache/--no-cache", default=True, show_default=True,
+              help="Cache parsed files and each problem's reference optimum under DATA_DIR/cache.")
+@click.option("--tracking-uri", default=None,
+              help="MLflow tracking URI [default: $MLFLOW_TRACKING_URI, else sqlite:///<project>/mlflow.db].")
+@click.option("--no-tracking", is_flag=True, help="Do not log to MLflow.")
+@click.option("--quiet", "-q", is_flag=True, help="No per-iteration progress.")
+@input_errors
+def study(datasets, optimizers, ranks, regs, seed_list, reg_bias, weighting, gtol, max_passes, max_seconds,
+          reference_passes, split_seed, data_dir, cache, tracking_uri, no_tracking, quiet):
+    """Run the methods over a suite of problems (datasets x ranks x regs x seeds) and draw Dolan-More
+    performance profiles in data passes and in seconds for each target (logged at the parent run)."""
+    from pipeline import experiment
+    if min(ranks) < 1 or min(regs) < 0:
+        raise InputError("bad suite: ranks >= 1 and penalties >= 0")
+    cfg = RunConfig(data=DataConfig(seed=split_seed, data_dir=data_dir, cache=cache),
+                    model=ModelConfig(reg_bias=reg_bias, weighting=weighting),
+                    rule=StoppingRule(gtol=gtol, max_passes=max_passes, max_seconds=max_seconds),
+                    optimizers=tuple(optimizers))
+    tracker = _tracker({"no_tracking": no_tracking, "tracking_uri": tracking_uri})
+    try:
+        out = experiment.study(cfg, list(datasets), list(ranks), list(regs), list(seed_list), tracker,
+                               None if quiet else Progress(10.0), note=lambda msg: click.echo(msg, err=True),
+                               reference_passes=reference_passes)
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
+    click.echo("")
+    for line in out.headline:
+        click.echo(f"- {line}")
+    if tracker:
+        click.echo("")
+        click.echo(f"MLflow experiment: {out.links['experiment']}")
+        click.echo("profiles: performance_profile_passes.png, performance_profile_seconds.png and study.csv "
+                   f"at run {out.parent_run_id}")
+
 
 
 @cli.command()

@@ -158,13 +158,13 @@ def warm_up(objective) -> float:
     return time.perf_counter() - t0
 
 
-def reference_for(prepared: Prepared, cfg: RunConfig) -> race.Reference:
+def reference_for(prepared: Prepared, cfg: RunConfig, reference_passes: int = race.REFERENCE_PASSES) -> race.Reference:
     """``f*`` of ``prepared``'s problem, cached under the data folder's cache (unless ``--no-cache``)."""
     tr = prepared.split.train
     key = race.problem_key(tr.users, tr.items, tr.ratings, asdict(cfg.model), prepared.x0,
-                           type(prepared.objective).__name__)
+                           type(prepared.objective).__name__, reference_passes)
     cache_file = cache_folder(cfg.data.data_dir) / "reference" / f"{key}.json" if cfg.data.cache else None
-    return race.reference_optimum(prepared.objective, prepared.x0, cache_file)
+    return race.reference_optimum(prepared.objective, prepared.x0, cache_file, reference_passes)
 
 
 def prepare_race(prepared: list[Prepared], cfg: RunConfig, note: Callable[[str], None] | None = None
@@ -446,6 +446,120 @@ def describe(cfg: RunConfig, progress=None) -> dict:
     d["splits"] = [{"method": s.method, "fold": s.fold, "train": len(s.train), "validation": len(s.validation),
                     "test": len(s.test), **s.cold_counts()} for s in splits]
     return d
+
+
+# -- the study: a suite of problems, performance profiles -----------------------------------------
+@dataclass
+class Study:
+    runs: pd.DataFrame                 # one row per (problem, method): its costs to each target
+    profiles: dict[str, pd.DataFrame]  # "passes-1e-6" -> rho_s(tau), one column per method
+    headline: list[str]
+    parent_run_id: str | None = None
+    links: dict[str, str] = field(default_factory=dict)
+
+
+PROFILE_TAUS = np.logspace(0, 3, 121)  # 1 to 1000 times the best method's cost
+
+
+def study(cfg: RunConfig, datasets: list[str], ranks: list[int], regs: list[float], seeds: list[int],
+          tracker=None, progress: Listener | None = None, note: Callable[[str], None] | None = None,
+          reference_passes: int = race.REFERENCE_PASSES) -> Study:
+    """``cfg.optimizers`` on every problem of the suite ``datasets x ranks x regs x seeds`` (one
+    split per dataset, seeded by ``cfg.data.seed``), each against its own ``f*``; then Dolan-More
+    performance profiles (``pipeline.race``) in data passes and in seconds for every target. With a
+    tracker: a parent run (profiles and the per-problem CSV at its artifact root), a child per
+    problem holding a run per method."""
+    note = note or (lambda _msg: None)
+    rows: list[dict] = []
+    suite = [(d, k, lam, s) for d in datasets for k in ranks for lam in regs for s in seeds]
+    cfg = replace(cfg, log_models=False)
+
+    def run_suite(parent_id):
+        loaded: dict[str, tuple] = {}
+        warmed: set = set()
+        for j, (dataset, rank, reg, seed) in enumerate(suite):
+            pcfg = replace(cfg, data=replace(cfg.data, dataset=dataset), seed=seed,
+                           model=replace(cfg.model, rank=rank, reg=reg))
+            if dataset not in loaded:
+                ratings, splits = load_splits(pcfg.data)
+                loaded[dataset] = (ratings, splits[0])
+            ratings, split = loaded[dataset]
+            prep = prepare_split(split, ratings, pcfg, seed)
+            if rank not in warmed:
+                warm_up(prep.objective)
+                warmed.add(rank)
+            t0 = time.perf_counter()
+            prep.reference = reference_for(prep, pcfg, reference_passes)
+            label = f"{ratings.name}-k{rank}-reg{reg:g}-seed{seed}"
+            note(f"problem {j + 1}/{len(suite)} {label}: {prep.reference.note()} ({time.perf_counter() - t0:.1f} s)")
+            params = {**run_params(pcfg, prep), "problem": label}
+            # Methods are not logged one run each here (hundreds of runs): a run per problem holds
+            # every method's costs to target; the per-problem CSV holds everything.
+            out = _compare_split(prep, pcfg, None, None, progress, params)
+            problem_rows = [r for r in out.table.to_dict("records") if r["reason"] != "baseline"]
+            if tracker:
+                with tracker.run(label, params, parent_id, {"kind": "problem"}) as pid:
+                    tracker.log_metrics(pid, {"f_star": prep.reference.f_star,
+                                              "f_star_rel_grad_norm": prep.reference.rel_grad_norm,
+                                              **{f"{r['optimizer']}_{k}": r[k] for r in problem_rows for k in r
+                                                 if k.startswith(_TO_TARGET) or k in ("rel_gap", "data_passes")}})
+                    tracker.set_tags(pid, {f"{r['optimizer']}_stop": r["reason"] for r in problem_rows})
+            for row in problem_rows:
+                rows.append({"problem": label, "dataset": ratings.name, "rank": rank, "reg": reg, "seed": seed,
+                             "f_star": prep.reference.f_star, "f_star_rel_grad_norm": prep.reference.rel_grad_norm,
+                             **row})
+        runs = pd.DataFrame(rows)
+        profiles = {}
+        for unit in ("passes", "seconds"):
+            for key in race.TARGET_KEYS:
+                costs = runs.pivot(index="problem", columns="optimizer", values=f"{unit}_to_{key}")
+                profiles[f"{unit}-{key}"] = race.profile(costs[list(cfg.optimizers)], PROFILE_TAUS)
+        return Study(runs, profiles, profile_headline(profiles, len(suite)))
+
+    if tracker is None:
+        return run_suite(None)
+    tracker.use_experiment("study")
+    params = {"optimizers": ",".join(cfg.optimizers), "datasets": ",".join(datasets),
+              "ranks": ",".join(map(str, ranks)), "regs": ",".join(map(str, regs)), "seeds": ",".join(map(str, seeds)),
+              "gtol": cfg.rule.gtol, "max_passes": cfg.rule.max_passes, "max_seconds": cfg.rule.max_seconds,
+              "weighting": cfg.model.weighting, "problems": len(suite), "reference_passes": reference_passes}
+    with tracker.run("study", params, tags={"kind": "study"}) as parent_id:
+        out = run_suite(parent_id)
+        with tempfile.TemporaryDirectory() as tmp:
+            for path in report.profile_figures(out.profiles, Path(tmp), len(suite)):
+                tracker.log_artifact(parent_id, path)
+            out.runs.to_csv(Path(tmp) / "study.csv", index=False)
+            tracker.log_artifact(parent_id, Path(tmp) / "study.csv")
+            (Path(tmp) / "headline.md").write_text("\n".join(f"- {line}" for line in out.headline) + "\n")
+            tracker.log_artifact(parent_id, Path(tmp) / "headline.md")
+        flat = {}
+        for name, prof in out.profiles.items():
+            for method in prof.columns:
+                flat[f"{method}_rho1_{name}"] = float(prof[method].iloc[0])
+                flat[f"{method}_solved_{name}"] = float(prof[method].iloc[-1])
+        tracker.log_metrics(parent_id, flat)
+    out.parent_run_id = parent_id
+    out.links = tracker.links([])
+    return out
+
+
+def profile_headline(profiles: dict[str, pd.DataFrame], n_problems: int) -> list[str]:
+    """For each unit and target: which methods are fastest most often (rho at tau = 1) and which
+    get there most often at all (rho at the largest tau), read off the profiles."""
+    lines = []
+    for name, prof in profiles.items():
+        unit, key = name.split("-", 1)
+        what = "within 1e-4 of its own best validation RMSE" if key == "val" else f"(f - f*)/|f*| <= {key}"
+        first, last = prof.iloc[0], prof.iloc[-1]
+        if last.max() == 0:
+            lines.append(f"{what}, in {unit}: no method reached it on any of the {n_problems} problems.")
+            continue
+        top = first[first == first.max()].index.tolist()
+        most = last[last == last.max()].index.tolist()
+        lines.append(f"{what}, in {unit}: fastest on the most problems: {', '.join(top)} "
+                     f"({first.max():.0%} of {n_problems}); reached it on the most problems: {', '.join(most)} "
+                     f"({last.max():.0%}, within {PROFILE_TAUS[-1]:.0f}x the best cost).")
+    return lines
 
 
 # -- tuning --------------------------------------------------------------------------------------

@@ -146,6 +146,40 @@ def figures(repeats: list[dict[str, OptimizeResult]], folder: str | Path, title:
     return out
 
 
+def profile_figures(profiles: dict[str, pd.DataFrame], folder: str | Path, n_problems: int) -> list[Path]:
+    """``performance_profile_passes.png`` and ``performance_profile_seconds.png``: for each target a
+    panel of Dolan-More profiles, rho_s(tau) = share of problems that method s solves within tau
+    times the best method's cost (tau on a log axis; rho(1): how often s is the fastest)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    out = []
+    for unit in ("passes", "seconds"):
+        keys = [k for k in TARGET_KEYS if f"{unit}-{k}" in profiles]
+        fig, axes = plt.subplots(1, len(keys), figsize=(4.2 * len(keys), 4.2), sharey=True, constrained_layout=True)
+        for ax, key in zip(np.atleast_1d(axes), keys):
+            prof = profiles[f"{unit}-{key}"]
+            for j, method in enumerate(prof.columns):
+                ax.step(prof.index, prof[method], where="post", label=method, lw=1.5,
+                        color=plt.get_cmap("tab20")(j % 20))
+            ax.set_xscale("log")
+            ax.set_ylim(-0.02, 1.02)
+            ax.set_xlabel(f"tau (cost / best cost, {unit})")
+            ax.set_title("validation plateau" if key == "val" else f"(f - f*)/|f*| <= {key}")
+            ax.grid(True, which="both", alpha=0.3)
+        np.atleast_1d(axes)[0].set_ylabel(f"share of the {n_problems} problems solved")
+        np.atleast_1d(axes)[-1].legend(fontsize=7, loc="lower right")
+        fig.suptitle(f"Performance profiles in {'data passes' if unit == 'passes' else 'seconds'}")
+        path = folder / f"performance_profile_{unit}.png"
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        out.append(path)
+    return out
+
+
 def _missing(v) -> bool:
     return v is None or (isinstance(v, float) and math.isnan(v))
 

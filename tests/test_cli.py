@@ -281,3 +281,13 @@ def test_ui_prints_links_on_its_own_port(runner, tracking_uri, monkeypatch, smal
     assert res.exit_code == 0, res.output
     assert "http://127.0.0.1:5055/#/experiments/" in res.stdout and "127.0.0.1:5000" not in res.stdout
     assert "#/compare-runs?runs=" in res.stdout
+
+
+def test_a_method_that_fails_fails_alone(runner, small_file):
+    """ALS on a zero penalty meets singular per-user systems: its row says so, the methods after it run."""
+    res = runner.invoke(cli, ["compare", "--dataset", str(small_file), "--optimizers", "lbfgs,als,gd", "--rank", "8",
+                              "--reg", "0", "--reg-bias", "0", "--max-passes", "200", "--no-tracking", "--quiet"])
+    assert res.exit_code == 0, res.output
+    rows = {line.split()[0]: line for line in res.stdout.splitlines() if line.split()[:1] in (["lbfgs"], ["als"], ["gd"])}
+    assert rows["als"].split()[1] == "failed" and rows["gd"].split()[1] == "max_passes"
+    assert "als failed: LinAlgError" in res.stdout

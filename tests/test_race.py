@@ -50,13 +50,13 @@ def test_stationary_note_says_where_a_run_ended():
     assert race.stationary_note(result([3.0, 1.99], [0, 5], "converged"), 2.0) == "below f*"
 
 
-def test_reference_optimum_is_the_lowest_reference_value_and_is_cached(tmp_path, monkeypatch):
+def test_reference_optimum_is_tight_and_cached(tmp_path, monkeypatch):
     f = BiasedMF(tiny_ratings(n_users=6, n_items=5), rank=2, reg=0.3, reg_bias=0.1)
     x0 = f.init(np.random.default_rng(0))
     cache = tmp_path / "ref.json"
     ref = race.reference_optimum(f, x0, cache)
-    assert ref.f_star == min(ref.values.values()) and ref.rel_grad_norm <= 1e-7  # as far as float64 lets them
-    assert set(ref.values) == set(race.REFERENCE_SOLVERS)
+    assert ref.f_star == min(ref.values.values()) and ref.rel_grad_norm <= 1e-7  # float64 ends the polish near 1e-9
+    assert set(ref.values) <= set(race.REFERENCE_SOLVERS)
     best_seen = min(minimize(n, f, x0, StoppingRule(gtol=1e-8)).final.loss for n in ("gd-bb", "trust-ncg"))
     assert ref.f_star <= best_seen + 1e-12  # on this convex-looking tiny problem nothing does better
 

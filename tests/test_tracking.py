@@ -100,3 +100,39 @@ def test_ctrl_c_marks_runs_killed(tracking_uri, tmp_path, small_synthetic, monke
     assert runs["lbfgs"].info.status == "KILLED" and runs["compare-lbfgs"].info.status == "KILLED"
     kept = tracker.client.get_metric_history(runs["lbfgs"].info.run_id, "train_loss")
     assert len(kept) == 5  # the curve so far is kept (iterations 0..4)
+
+
+def test_parent_run_holds_the_rules_of_the_race(comparison):
+    tracker, out = comparison
+    parent = tracker.run_info(out.parent_run_id)
+    m = parent.data.metrics
+    assert m["f_star"] == out.prepared.reference.f_star
+    assert {"compile_seconds", "seconds_loss_grad", "cost_hessp", "cost_loss"} <= set(m)
+    assert m["lbfgs_passes_to_1e-3"] == out.metrics["lbfgs"]["passes_to_1e-3"]
+    assert "f* = " in parent.data.tags["reference_optimum"]
+    for name in ("gd", "newton-cg", "lbfgs"):
+        child = tracker.run_info(out.child_run_ids[name])
+        assert "StopIteration" not in child.data.tags["stop_message"]
+
+
+def test_study_logs_profiles_and_the_per_problem_csv(tracking_uri, tmp_path):
+    import pandas as pd
+    from click.testing import CliRunner
+    from pipeline.cli import cli
+    data = tmp_path / "u.data"
+    runner = CliRunner()
+    assert runner.invoke(cli, ["data", "synth", "--out", str(data), "--users", "50", "--items", "40",
+                               "--ratings", "900", "--seed", "3"]).exit_code == 0
+    res = runner.invoke(cli, ["study", "--datasets", str(data), "--ranks", "2", "--regs", "0.1", "--seeds", "0,1",
+                              "--optimizers", "gd-bb,lbfgs,als", "--max-passes", "150", "-q",
+                              "--data-dir", str(tmp_path / "d")])
+    assert res.exit_code == 0, res.output
+    assert "(f - f*)/|f*| <= 1e-3, in passes:" in res.stdout
+    tracker = MlflowTracker(tracking_uri)
+    study = tracker.client.search_runs([tracker.client.get_experiment_by_name("study").experiment_id],
+                                       "tags.kind = 'study'")[0]
+    names = {f.path for f in tracker.client.list_artifacts(study.info.run_id)}
+    assert {"performance_profile_passes.png", "performance_profile_seconds.png", "study.csv"} <= names
+    csv = pd.read_csv(tracker.client.download_artifacts(study.info.run_id, "study.csv", str(tmp_path)))
+    assert len(csv) == 2 * 3 and set(csv["optimizer"]) == {"gd-bb", "lbfgs", "als"}
+    assert {"passes_to_1e-6", "seconds_to_1e-9", "f_star", "problem"} <= set(csv.columns)
