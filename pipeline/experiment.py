@@ -616,6 +616,8 @@ def sweep(cfg: RunConfig, grid: dict[str, list], optimizer: str, trials: int | N
         for j, params in enumerate(combos):
             tcfg = _with_model(cfg, params)
             prep = prepare_split(blind, ratings, tcfg)
+            if j == 0:
+                warm_up(prep.objective)  # the first trial's clock must not pay for compilation
             listeners = tuple(l for l in (progress,) if l)
             if tracker:
                 with tracker.run(f"trial-{j}", {**run_params(tcfg, prep), "optimizer": optimizer}, parent_id,

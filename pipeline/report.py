@@ -164,7 +164,7 @@ def profile_figures(profiles: dict[str, pd.DataFrame], folder: str | Path, n_pro
             prof = profiles[f"{unit}-{key}"]
             for j, method in enumerate(prof.columns):
                 ax.step(prof.index, prof[method], where="post", label=method, lw=1.5,
-                        color=plt.get_cmap("tab20")(j % 20))
+                        color=plt.get_cmap("tab10")(j % 10), ls=("-", "--", ":")[j // 10 % 3])
             ax.set_xscale("log")
             ax.set_ylim(-0.02, 1.02)
             ax.set_xlabel(f"tau (cost / best cost, {unit})")
