@@ -202,7 +202,7 @@ def _row(name: str, metrics: dict, reason: str = "baseline", note: str = "", mes
     return report.table_row(name, metrics, reason, note, message)
 
 
-_CURVE_KEYS = ("train_loss", "grad_norm", "rel_grad_norm", "val_rmse")
+_CURVE_KEYS = ("train_loss", "rel_grad_norm", "val_rmse")  # logged per iterate: not again as final metrics
 
 
 class MethodFailed(Exception):
@@ -241,7 +241,8 @@ def _compare_split(prepared: Prepared, cfg: RunConfig, tracker, parent_id: str |
                 run_params_ = {**params, "optimizer": name, "gd_step": cfg.gd_step if name == "gd" else None}
                 with tracker.run(name, run_params_, parent_id, {"kind": "optimizer"}) as rid:
                     out.child_run_ids[name] = rid
-                    res, m = _fit_or_fail(prepared, name, cfg, listeners + (tracker.curve_listener(rid),),
+                    f_star = prepared.reference.f_star if prepared.reference else None
+                    res, m = _fit_or_fail(prepared, name, cfg, listeners + (tracker.curve_listener(rid, f_star),),
                                           lambda why: tracker.set_tags(rid, {"stop_reason": "failed", "stop_message": why}))
                     tracker.log_metrics(rid, {k: v for k, v in m.items() if k not in _CURVE_KEYS}, step=res.final.iteration)
                     tracker.set_tags(rid, {"stop_reason": res.reason, "stop_message": res.message})

@@ -291,11 +291,10 @@ def results_from_logged(children: list[dict]) -> dict[str, OptimizeResult]:
             continue
         steps = [s for s, _ in curves["train_loss"]]
         value = {k: dict(v) for k, v in curves.items()}
-        hist = [IterationRecord(s, value["train_loss"][s], value["grad_norm"].get(s, np.nan),
-                                value["rel_grad_norm"].get(s, np.nan), value["seconds"].get(s, 0.0),
-                                int(value["n_fun"].get(s, 0)), int(value["n_grad"].get(s, 0)),
-                                int(value["n_hessp"].get(s, 0)), value.get("val_rmse", {}).get(s, np.nan),
-                                int(value.get("data_passes", {}).get(s, 0)))
+        get = lambda key, s, default: value.get(key, {}).get(s, default)
+        hist = [IterationRecord(s, value["train_loss"][s], get("grad_norm", s, np.nan), get("rel_grad_norm", s, np.nan),
+                                get("seconds", s, 0.0), int(get("n_fun", s, 0)), int(get("n_grad", s, 0)),
+                                int(get("n_hessp", s, 0)), get("val_rmse", s, np.nan), int(get("data_passes", s, 0)))
                 for s in steps]
         out[child["name"]] = OptimizeResult(child["name"], np.empty(0), child["tags"].get("stop_reason", "?"),
                                             child["tags"].get("stop_message", ""), hist)
