@@ -31,6 +31,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e ".[test]"
+	@$(BIN)/python -c "from pipeline.objectives import BiasedMF; print(f'numba kernels compiled in {BiasedMF.compile_kernels():.1f} s (cached: no run compiles them again)')"
 	@touch $(STAMP)
 
 install: $(STAMP)
