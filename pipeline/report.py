@@ -216,8 +216,9 @@ def _cells(frame: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
 def markdown_table(frame: pd.DataFrame) -> str:
     """The comparison table as GitHub Markdown (same columns and number formats as the terminal)."""
     headers, cells = _cells(frame)
-    md = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
-    md += ["| " + " | ".join(r) + " |" for r in cells]
+    esc = lambda text: text.replace("|", "\\|")  # |g|/|g0| inside a cell must not end it
+    md = ["| " + " | ".join(map(esc, headers)) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    md += ["| " + " | ".join(map(esc, r)) + " |" for r in cells]
     return "\n".join(md) + "\n"
 
 

@@ -159,3 +159,11 @@ def test_same_command_same_numbers_on_1_and_2_threads(synth_file, tmp_path):
         losses = [line for line in out.stderr.splitlines() if line.startswith("reference optimum")]
         tables[-1] += [line.rsplit(" in ", 1)[0] for line in losses]
     assert len(tables[0]) == 5 and tables[0] == tables[1]
+
+
+def test_markdown_table_keeps_its_columns_with_pipes_in_the_headers():
+    table = report.comparison_table([report.table_row("a", {"rel_gap": 1e-3, "data_passes": 3, "fit_seconds": 1.0},
+                                                      "converged", note="another stationary point")])
+    lines = report.markdown_table(table).strip().splitlines()
+    cells = [len(re.findall(r"(?<!\\)\|", line)) for line in lines]
+    assert len(set(cells)) == 1 and cells[0] == len(report.SHOWN) + 1
