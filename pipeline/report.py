@@ -326,6 +326,9 @@ def findings(table: pd.DataFrame, gtol: float | None = None) -> list[str]:
         by_pass = sorted(zip(reached["optimizer"], reached[pcol]), key=lambda t: (t[1], t[0]))
         by_sec = sorted(zip(reached["optimizer"], reached[scol]), key=lambda t: (t[1], t[0]))
         text = f"To {what}: by data passes {_names(by_pass, ' passes', '.0f')}; by seconds {_names(by_sec, ' s', '.2f')}."
+        if key == "val" and reached["val_rmse"].notna().any():  # each its own plateau: say where they are
+            text += " The plateaus differ: validation RMSE " + ", ".join(
+                f"{n} {v:.4f}" for n, v in sorted(zip(reached["optimizer"], reached["val_rmse"]), key=lambda t: t[1])) + "."
         if missed:
             text += f" Not reached: {', '.join(missed)}."
         lines.append(text)
