@@ -21,6 +21,21 @@ from pipeline.optim.base import CountedObjective, Monitor
 from pipeline.optim.registry import register
 
 
+def backtrack(objective: CountedObjective, x: np.ndarray, g: np.ndarray, t: float, f_ref: float, c: float,
+              max_backtracks: int):
+    """Halve ``t`` until ``f(x - t g) <= f_ref - c t |g|^2``; each trial is one ``loss_grad``, kept.
+
+    Returns ``(t, trial, f_trial, g_trial)``, or ``None`` after ``max_backtracks`` halvings."""
+    gg = float(g @ g)
+    for _ in range(max_backtracks):
+        trial = x - t * g
+        f_trial, g_trial = objective.loss_grad(trial)
+        if f_trial <= f_ref - c * t * gg:
+            return t, trial, f_trial, g_trial
+        t *= 0.5
+    return None
+
+
 @register("gd", "gradient descent, Armijo backtracking (or a fixed step)")
 def gradient_descent(objective: CountedObjective, x0: np.ndarray, monitor: Monitor,
                      step: float | None = None, step0: float = 1.0, c1: float = 1e-4,
@@ -33,17 +48,10 @@ def gradient_descent(objective: CountedObjective, x0: np.ndarray, monitor: Monit
             x = x - step * g
             f, g = objective.loss_grad(x)
         else:
-            gg = float(g @ g)
-            t *= 2.0
-            for _ in range(max_backtracks):
-                trial = x - t * g
-                f_trial, g_trial = objective.loss_grad(trial)
-                if f_trial <= f - c1 * t * gg:
-                    break
-                t *= 0.5
-            else:
-                return x, f"line search found no decrease in {max_backtracks} halvings (step {t:.3g})"
-            x, f, g = trial, f_trial, g_trial
+            step_found = backtrack(objective, x, g, 2.0 * t, f, c1, max_backtracks)
+            if step_found is None:
+                return x, f"line search found no decrease in {max_backtracks} halvings"
+            t, x, f, g = step_found
         if monitor.check(x, f, g):
             return x, monitor.reason
         if step is not None and not math.isfinite(f):
@@ -70,17 +78,10 @@ def barzilai_borwein(objective: CountedObjective, x0: np.ndarray, monitor: Monit
     recent: deque[float] = deque([f], maxlen=memory)
     t_bb = step0
     while True:
-        gg = float(g @ g)
-        t = min(max(t_bb, 1e-20), 1e20)
-        reference = max(recent)
-        for _ in range(max_backtracks):
-            trial = x - t * g
-            f_trial, g_trial = objective.loss_grad(trial)
-            if f_trial <= reference - c1 * t * gg:
-                break
-            t *= 0.5
-        else:
-            return x, f"line search found no decrease in {max_backtracks} halvings (step {t:.3g})"
+        step_found = backtrack(objective, x, g, min(max(t_bb, 1e-20), 1e20), max(recent), c1, max_backtracks)
+        if step_found is None:
+            return x, f"line search found no decrease in {max_backtracks} halvings"
+        _, trial, f_trial, g_trial = step_found
         s, y = trial - x, g_trial - g
         sy = float(s @ y)
         t_bb = float(s @ s) / sy if sy > 0 else float(np.linalg.norm(s) / max(np.linalg.norm(y), 1e-300))
@@ -113,16 +114,10 @@ def nesterov(objective: CountedObjective, x0: np.ndarray, monitor: Monitor, step
         else:
             y = x + ((t_prev - 1.0) / t) * (x - x_prev)
             f_y, g_y = objective.loss_grad(y)
-        gg = float(g_y @ g_y)
-        s *= 2.0
-        for _ in range(max_backtracks):
-            trial = y - s * g_y
-            f_trial, g_trial = objective.loss_grad(trial)
-            if f_trial <= f_y - 0.5 * s * gg:
-                break
-            s *= 0.5
-        else:
+        step_found = backtrack(objective, y, g_y, 2.0 * s, f_y, 0.5, max_backtracks)
+        if step_found is None:
             return x, f"line search found no decrease in {max_backtracks} halvings"
+        s, trial, f_trial, g_trial = step_found
         if f_trial > f_x:  # restart: drop the momentum, step from x itself next time
             x_prev, t_prev, restarts = x, 1.0, restarts + 1
             continue
