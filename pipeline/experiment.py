@@ -198,8 +198,8 @@ def baselines(prepared: Prepared, cfg: RunConfig) -> dict[str, dict]:
     return {name: evaluate.score_split(p, split) for name, p in preds.items()}
 
 
-def _row(name: str, metrics: dict, reason: str = "baseline", note: str = "", message: str = "") -> dict:
-    return report.table_row(name, metrics, reason, note, message)
+def _stationary_note(prepared: Prepared, result: OptimizeResult) -> str:
+    return race.stationary_note(result, prepared.reference.f_star) if prepared.reference else ""
 
 
 _CURVE_KEYS = ("train_loss", "rel_grad_norm", "val_rmse")  # logged per iterate: not again as final metrics
@@ -229,7 +229,7 @@ def _compare_split(prepared: Prepared, cfg: RunConfig, tracker, parent_id: str |
     rows: list[dict] = []
     for name, m in baselines(prepared, cfg).items():
         out.metrics[name] = m
-        rows.append(_row(name, m))
+        rows.append(report.table_row(name, m))
         if tracker:
             with tracker.run(name, {**params, "optimizer": name}, parent_id, {"kind": "baseline"}) as rid:
                 tracker.log_metrics(rid, m)
@@ -245,9 +245,9 @@ def _compare_split(prepared: Prepared, cfg: RunConfig, tracker, parent_id: str |
                     res, m = _fit_or_fail(prepared, name, cfg, listeners + (tracker.curve_listener(rid, f_star),),
                                           lambda why: tracker.set_tags(rid, {"stop_reason": "failed", "stop_message": why}))
                     tracker.log_metrics(rid, {k: v for k, v in m.items() if k not in _CURVE_KEYS}, step=res.final.iteration)
-                    tracker.set_tags(rid, {"stop_reason": res.reason, "stop_message": res.message})
-                    if prepared.reference is not None and race.stationary_note(res, prepared.reference.f_star):
-                        tracker.set_tags(rid, {"stationary_note": race.stationary_note(res, prepared.reference.f_star)})
+                    note = _stationary_note(prepared, res)
+                    tracker.set_tags(rid, {"stop_reason": res.reason, "stop_message": res.message,
+                                           **({"stationary_note": note} if note else {})})
                     if cfg.log_models and isinstance(prepared.objective, BiasedMF):
                         from pipeline.recommender import Recommender
                         from pipeline.tracking import log_recommender
@@ -257,13 +257,13 @@ def _compare_split(prepared: Prepared, cfg: RunConfig, tracker, parent_id: str |
                         out.model_uris[name] = uri
             else:
                 res, m = _fit_or_fail(prepared, name, cfg, listeners)
+                note = _stationary_note(prepared, res)
         except MethodFailed as exc:
             out.failures[name] = str(exc)
-            rows.append(_row(name, {}, "failed", message=str(exc)))
+            rows.append(report.table_row(name, {}, "failed", message=str(exc)))
             continue
         out.results[name], out.metrics[name] = res, m
-        note = race.stationary_note(res, prepared.reference.f_star) if prepared.reference else ""
-        rows.append(_row(name, m, res.reason, note, res.message))
+        rows.append(report.table_row(name, m, res.reason, note, res.message))
     out.table = report.comparison_table(rows)
     return out
 
