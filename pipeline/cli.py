@@ -7,6 +7,7 @@ Commands are thin: parse options into a :class:`pipeline.config.RunConfig`, call
 from __future__ import annotations
 
 import functools
+import math
 import subprocess
 import sys
 import time
@@ -31,6 +32,27 @@ class InputError(click.ClickException):
 
     def show(self, file=None) -> None:
         click.echo(f"Error: {self.format_message()}", err=True)
+
+
+class Finite(click.FloatRange):
+    """A float option that must be a finite number (``nan`` and ``inf`` parse as floats and would
+    pass every range check: a NaN penalty gave a "diverged" run that exited 0)."""
+
+    name = "float"
+
+    def convert(self, value, param, ctx):
+        number = super().convert(value, param, ctx)
+        if number is not None and not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return number
+
+
+def _finite_float(text: str) -> float:
+    """``float`` for list options, rejecting ``nan`` and ``inf``."""
+    number = float(text)
+    if not math.isfinite(number):
+        raise ValueError(f"{text!r} is not a finite number")
+    return number
 
 
 def _parts(value) -> list[str]:
@@ -59,7 +81,7 @@ class Fractions(click.ParamType):
 
     def convert(self, value, param, ctx):
         try:
-            fr = tuple(float(p) for p in _parts(value))
+            fr = tuple(_finite_float(p) for p in _parts(value))
         except ValueError:
             self.fail(f"expected three numbers like 0.8,0.1,0.1, got {value!r}", param, ctx)
         if len(fr) != 3 or min(fr) < 0 or abs(sum(fr) - 1) > 1e-9 or fr[0] == 0:
@@ -70,12 +92,19 @@ class Fractions(click.ParamType):
 def _load_config(ctx: click.Context, _param, value):
     if value:
         try:
-            defaults = load_toml_defaults(value, COMMANDS + ["synth"])
+            defaults = load_toml_defaults(value, COMMANDS + ["synth"], _option_names(ctx.command))
             defaults["data"] = {"synth": defaults.pop("synth")}
             ctx.default_map = defaults
         except (OSError, ValueError) as exc:  # tomllib.TOMLDecodeError is a ValueError
             raise click.BadParameter(f"cannot read config {value}: {exc}") from None
     return value
+
+
+def _option_names(group: click.Group) -> dict[str, set[str]]:
+    """Each configurable command's option names (what its TOML table may set)."""
+    commands = {name: group.commands[name] for name in COMMANDS if name in group.commands}
+    commands["synth"] = group.commands["data"].commands["synth"]
+    return {name: {p.name for p in cmd.params if p.name} for name, cmd in commands.items()}
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -98,7 +127,7 @@ class Scale(click.ParamType):
 
     def convert(self, value, param, ctx):
         try:
-            lo, hi = (float(p) for p in _parts(value))
+            lo, hi = (_finite_float(p) for p in _parts(value))
         except ValueError:
             self.fail(f"expected two numbers like 0.5,5, got {value!r}", param, ctx)
         if not lo < hi:
@@ -183,19 +212,19 @@ def model_options(f):
         click.option("--model", type=click.Choice(list(MODELS)), default="mf", show_default=True,
                      help="mf: biased matrix factorization; logreg: logistic regression on user and item "
                           "indicators predicting rating >= --threshold (RMSE is then the root Brier score)."),
-        click.option("--threshold", type=float, default=4.0, show_default=True,
+        click.option("--threshold", type=Finite(), default=4.0, show_default=True,
                      help="logreg: ratings at or above this are the positive class."),
         click.option("--seed", type=int, default=0, show_default=True, help="Seed of the starting point."),
         click.option("--rank", type=click.IntRange(min=1), default=ModelConfig.rank, show_default=True,
                      help="Number of latent factors k."),
-        click.option("--reg", type=click.FloatRange(min=0), default=ModelConfig.reg, show_default=True,
+        click.option("--reg", type=Finite(min=0), default=ModelConfig.reg, show_default=True,
                      help="Factor penalty lambda (see --weighting)."),
-        click.option("--reg-bias", type=click.FloatRange(min=0), default=ModelConfig.reg_bias, show_default=True,
+        click.option("--reg-bias", type=Finite(min=0), default=ModelConfig.reg_bias, show_default=True,
                      help="Bias penalty lambda_b."),
         click.option("--weighting", type=click.Choice(WEIGHTINGS), default=ModelConfig.weighting, show_default=True,
                      help="Penalty weights: 'count' weights each user/item by its number of training ratings "
                           "(what SGD and ALS-WR minimize); 'none' is plain L2."),
-        click.option("--init-scale", type=click.FloatRange(min=0, min_open=True), default=ModelConfig.init_scale,
+        click.option("--init-scale", type=Finite(min=0, min_open=True), default=ModelConfig.init_scale,
                      show_default=True, help="Standard deviation of the random starting factors."),
     ]
     for opt in reversed(opts):
@@ -209,12 +238,12 @@ def run_options(f):
 
 def fit_options(f):
     opts = [
-        click.option("--gtol", type=click.FloatRange(min=0), default=1e-5, show_default=True,
+        click.option("--gtol", type=Finite(min=0), default=1e-5, show_default=True,
                      help="Shared stopping rule: stop when ||g|| / ||g0|| <= GTOL."),
         click.option("--max-passes", type=click.IntRange(min=1), default=RunConfig().rule.max_passes, show_default=True,
                      help="The budget per optimizer, in data passes, the same unit of work for every method "
                           "(a loss+gradient or Hessian-vector product = 1; an ALS sweep = 2; an SGD epoch = 1)."),
-        click.option("--max-seconds", type=click.FloatRange(min=0, min_open=True), default=RunConfig().rule.max_seconds,
+        click.option("--max-seconds", type=Finite(min=0, min_open=True), default=RunConfig().rule.max_seconds,
                      show_default=True,
                      help="Wall-time safety net per optimizer (optimizer time: compilation, validation and "
                           "logging excluded)."),
@@ -224,7 +253,7 @@ def fit_options(f):
         click.option("--patience", type=click.IntRange(min=1), default=None,
                      help="Early stopping: stop when validation RMSE has not improved for this many iterations, "
                           "and keep the best-validation iterate (any method)."),
-        click.option("--gd-step", type=click.FloatRange(min=0, min_open=True), default=None,
+        click.option("--gd-step", type=Finite(min=0, min_open=True), default=None,
                      help="Fixed step for gd (default: Armijo backtracking)."),
         click.option("--seeds", default=None, metavar="S1,S2,...",
                      help="Several initialization seeds: each a repeat (child run); the parent gets mean and spread."),
@@ -431,17 +460,17 @@ class ValueList(click.ParamType):
 @click.option("--optimizers", type=OptimizerList(), default=",".join(REGISTRY), show_default=True,
               help="The methods compared on every problem.")
 @click.option("--ranks", type=ValueList(int, "integer"), default="5,20,50", show_default=True)
-@click.option("--regs", type=ValueList(float, "number"), default="0.02,0.1", show_default=True)
+@click.option("--regs", type=ValueList(_finite_float, "finite number"), default="0.02,0.1", show_default=True)
 @click.option("--seeds", "seed_list", type=ValueList(int, "integer"), default="0,1,2", show_default=True,
               help="Starting points per (dataset, rank, reg).")
-@click.option("--reg-bias", type=click.FloatRange(min=0), default=ModelConfig.reg_bias, show_default=True)
+@click.option("--reg-bias", type=Finite(min=0), default=ModelConfig.reg_bias, show_default=True)
 @click.option("--weighting", type=click.Choice(WEIGHTINGS), default=ModelConfig.weighting, show_default=True)
-@click.option("--gtol", type=click.FloatRange(min=0), default=1e-10, show_default=True,
+@click.option("--gtol", type=Finite(min=0), default=1e-10, show_default=True,
               help="Stop a method at ||g||/||g0|| <= GTOL [default: as tight as the reference, so the targets, "
                    "not the gradient test, end the race]")
 @click.option("--max-passes", type=click.IntRange(min=1), default=600, show_default=True,
               help="Budget per method and problem, in data passes.")
-@click.option("--max-seconds", type=click.FloatRange(min=0, min_open=True), default=10.0, show_default=True,
+@click.option("--max-seconds", type=Finite(min=0, min_open=True), default=10.0, show_default=True,
               help="Wall-time safety net per method and problem.")
 @click.option("--reference-passes", type=click.IntRange(min=1), default=2000, show_default=True,
               help="Budget of each phase of the reference solve (L-BFGS, then Newton-CG) per problem, in passes.")
@@ -487,9 +516,9 @@ def study(datasets, optimizers, ranks, regs, seed_list, reg_bias, weighting, gto
 @click.option("--optimizer", type=click.Choice(list(REGISTRY)), default="als", show_default=True,
               help="The optimizer every trial fits with.")
 @click.option("--ranks", type=ValueList(int, "integer"), default="10,20,50", show_default=True, help="Grid of ranks.")
-@click.option("--regs", type=ValueList(float, "number"), default="0.03,0.05,0.1", show_default=True,
+@click.option("--regs", type=ValueList(_finite_float, "finite number"), default="0.03,0.05,0.1", show_default=True,
               help="Grid of factor penalties.")
-@click.option("--reg-biases", type=ValueList(float, "number"), default="0.05", show_default=True,
+@click.option("--reg-biases", type=ValueList(_finite_float, "finite number"), default="0.05", show_default=True,
               help="Grid of bias penalties.")
 @click.option("--weightings", type=ValueList(str, "weighting"), default="count", show_default=True,
               help="Grid of penalty weightings (count, none).")
@@ -624,7 +653,7 @@ def data():
 @click.option("--ratings", type=click.IntRange(min=1), default=SyntheticSpec.n_ratings, show_default=True)
 @click.option("--true-rank", type=click.IntRange(min=1), default=SyntheticSpec.true_rank, show_default=True,
               help="Rank of the planted structure.")
-@click.option("--noise", type=click.FloatRange(min=0), default=SyntheticSpec.noise, show_default=True,
+@click.option("--noise", type=Finite(min=0), default=SyntheticSpec.noise, show_default=True,
               help="Standard deviation of the rating noise (before rounding to stars).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @input_errors

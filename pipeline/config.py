@@ -14,6 +14,7 @@ A TOML config file supplies defaults for CLI options (command-line flags still w
 
 from __future__ import annotations
 
+import difflib
 import os
 import tomllib
 from dataclasses import dataclass, field
@@ -89,11 +90,29 @@ def default_tracking_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{project_root() / 'mlflow.db'}"
 
 
-def load_toml_defaults(path: str | os.PathLike, commands: list[str]) -> dict[str, dict]:
-    """Click ``default_map`` from a TOML file (see the module docstring)."""
+def load_toml_defaults(path: str | os.PathLike, commands: list[str],
+                       known: dict[str, set[str]] | None = None) -> dict[str, dict]:
+    """Click ``default_map`` from a TOML file (see the module docstring).
+
+    With ``known`` (command -> its option names), a key in a command's table must be one of that
+    command's options and a key in ``[defaults]`` one of some command's: an unknown key is an error
+    naming the closest known one (a typo such as ``rnak`` must not be ignored)."""
     with open(path, "rb") as fh:
         data = tomllib.load(fh)
+    unknown = [name for name in data if name not in commands and name != "defaults"]
+    if unknown:
+        raise ValueError(f"unknown table [{unknown[0]}]; tables are [defaults] and one per command: "
+                         + ", ".join(commands))
     common = {k.replace("-", "_"): v for k, v in data.get("defaults", {}).items()}
+    if known is not None:
+        everywhere = set().union(*known.values())
+        for table, allowed in [("defaults", everywhere)] + [(c, known.get(c, everywhere)) for c in commands]:
+            raw = data.get(table, {})
+            for key in (raw if isinstance(raw, dict) else {}):
+                if key.replace("-", "_") not in allowed:
+                    close = difflib.get_close_matches(key.replace("-", "_"), sorted(allowed), n=1)
+                    hint = f"; did you mean {close[0]!r}?" if close else ""
+                    raise ValueError(f"unknown key {key!r} in [{table}]{hint}")
     out = {}
     for name in commands:
         table = data.get(name, {})

@@ -297,3 +297,26 @@ def test_a_method_that_fails_fails_alone(runner, small_file):
     rows = {line.split()[0]: line for line in res.stdout.splitlines() if line.split()[:1] in (["lbfgs"], ["als"], ["gd"])}
     assert rows["als"].split()[1] == "failed" and rows["gd"].split()[1] == "max_passes"
     assert "als failed: LinAlgError" in res.stdout
+
+
+@pytest.mark.parametrize("args", [
+    ["compare", "--reg", "nan"], ["compare", "--reg-bias", "inf"], ["compare", "--init-scale", "nan"],
+    ["compare", "--gd-step", "inf"], ["compare", "--max-seconds", "nan"], ["compare", "--threshold", "nan"],
+    ["compare", "--gtol", "nan"], ["compare", "--rating-scale", "1,inf"], ["compare", "--fractions", "nan,0.1,0.1"],
+    ["sweep", "--regs", "0.1,nan"], ["sweep", "--reg-biases", "inf"], ["study", "--regs", "nan"]])
+def test_numeric_options_reject_nan_and_inf(runner, args):
+    res = runner.invoke(cli, args + ["--no-tracking"])
+    assert res.exit_code == 2, res.output
+    assert "finite number" in res.stderr or "expected" in res.stderr
+    assert "Traceback" not in res.output
+
+
+@pytest.mark.parametrize("text, message", [
+    ("[defaults]\nrnak = 3\n", "unknown key 'rnak' in [defaults]; did you mean 'rank'?"),
+    ("[compare]\noptimizer = 'gd'\n", "unknown key 'optimizer' in [compare]; did you mean 'optimizers'?"),
+    ("[compre]\nrank = 3\n", "unknown table [compre]")])
+def test_config_rejects_unknown_keys_and_tables(tmp_path, runner, text, message):
+    cfg = tmp_path / "recsys.toml"
+    cfg.write_text(text)
+    res = runner.invoke(cli, ["--config", str(cfg), "compare", "--no-tracking"])
+    assert res.exit_code == 2 and message in res.stderr, res.output
