@@ -93,8 +93,13 @@ class MlflowTracker:
             status = "KILLED"
             raise
         finally:
+            # The status is set only after the last points are written: a run whose final write
+            # failed (full disk, broken store) is FAILED, never FINISHED with its curve missing.
             try:
                 self.flush(run_id)
+            except Exception:
+                status = "FAILED" if status == "FINISHED" else status
+                raise
             finally:
                 self.client.set_terminated(run_id, status)
 
@@ -131,9 +136,13 @@ class MlflowTracker:
         return listen
 
     def flush(self, run_id: str) -> None:
-        items = self._buffer.pop(run_id, [])
-        for start in range(0, len(items), 1000):
-            self.client.log_batch(run_id, metrics=items[start:start + 1000])
+        """Write the buffered points of ``run_id``; a point leaves the buffer only once its batch
+        is written, so a failed or interrupted write loses nothing that a later flush can send."""
+        items = self._buffer.get(run_id, [])
+        while items:
+            self.client.log_batch(run_id, metrics=items[:1000])
+            del items[:1000]
+        self._buffer.pop(run_id, None)
         self._last_flush = time.monotonic()
 
     # -- inputs and artifacts ---------------------------------------------------------------------

@@ -136,3 +136,28 @@ def test_study_logs_profiles_and_the_per_problem_csv(tracking_uri, tmp_path):
     csv = pd.read_csv(tracker.client.download_artifacts(study.info.run_id, "study.csv", str(tmp_path)))
     assert len(csv) == 2 * 3 and set(csv["optimizer"]) == {"gd-bb", "lbfgs", "als"}
     assert {"passes_to_1e-6", "seconds_to_1e-9", "f_star", "problem"} <= set(csv.columns)
+
+
+def test_a_run_whose_final_write_fails_is_failed_and_keeps_its_points(tracking_uri, tmp_path, small_synthetic):
+    """Full disk or broken store at the last flush: the run ends FAILED (not FINISHED with its
+    curve missing) and the unwritten points stay in the buffer."""
+    tracker = MlflowTracker(tracking_uri, artifact_root=tmp_path / "artifacts", flush_seconds=1e9)
+    tracker.use_experiment("flaky")
+    real = tracker.client.log_batch
+
+    def full_disk(run_id, metrics=(), **kw):
+        if metrics:
+            raise OSError("No space left on device")
+        return real(run_id, metrics=metrics, **kw)
+    with pytest.raises(OSError):
+        with tracker.run("gd") as rid:
+            listen = tracker.curve_listener(rid)
+            from pipeline.optim import IterationRecord
+            for k in range(5):
+                listen("gd", IterationRecord(k, 1.0 / (k + 1), 1.0, 1.0, 0.1 * k, k, k, 0, 0.9, k))
+            tracker.client.log_batch = full_disk
+    tracker.client.log_batch = real
+    assert tracker.run_info(rid).info.status == "FAILED"
+    assert len(tracker._buffer[rid]) == 5 * 6  # every point still there for a later flush
+    tracker.flush(rid)
+    assert len(tracker.client.get_metric_history(rid, "train_loss")) == 5
