@@ -318,6 +318,9 @@ def input_errors(f):
             return f(*args, **kwargs)
         except DataError as exc:
             raise InputError(str(exc)) from None
+        except OSError as exc:  # a folder that cannot be written, a full disk: one line, not a traceback
+            where = f"{exc.filename}: " if exc.filename else ""
+            raise click.ClickException(f"{where}{exc.strerror or exc}") from None
         except KeyboardInterrupt:
             click.echo("\ninterrupted: the open MLflow runs were marked KILLED", err=True)
             sys.exit(130)
@@ -599,7 +602,13 @@ def recommend(model_uri, user_ids, users_file, n, tracking_uri):
     import mlflow
     users = list(user_ids)
     if users_file:
-        users += [line.strip() for line in Path(users_file).read_text().splitlines() if line.strip()]
+        try:
+            text = Path(users_file).read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            raise InputError(f"{users_file}: not a text file of user ids (one per line, UTF-8)") from None
+        except OSError as exc:
+            raise InputError(f"{users_file}: {exc.strerror}") from None
+        users += [line.strip() for line in text.splitlines() if line.strip()]
     if not users:
         raise InputError("give --user ID (repeatable) or --users FILE")
     mlflow.set_tracking_uri(tracking_uri or default_tracking_uri())

@@ -320,3 +320,23 @@ def test_config_rejects_unknown_keys_and_tables(tmp_path, runner, text, message)
     cfg.write_text(text)
     res = runner.invoke(cli, ["--config", str(cfg), "compare", "--no-tracking"])
     assert res.exit_code == 2 and message in res.stderr, res.output
+
+
+@pytest.mark.parametrize("make_args", [
+    lambda blocked, data: ["data", "synth", "--out", str(blocked / "x" / "u.data"), "--users", "10", "--items", "5",
+                           "--ratings", "20"],
+    lambda blocked, data: ["data", "split", str(data), "--out", str(blocked / "split")]])
+def test_an_output_path_that_cannot_be_written_is_one_line(tmp_path, runner, small_file, make_args):
+    blocked = tmp_path / "a-file"  # a file where a folder should be: unwritable even for root
+    blocked.write_text("")
+    res = runner.invoke(cli, make_args(blocked, small_file))
+    assert res.exit_code == 1, res.output
+    lines = [line for line in res.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "Not a directory" in lines[0] and "Traceback" not in res.output
+
+
+def test_recommend_with_a_binary_users_file_is_one_line(tmp_path, runner):
+    users = tmp_path / "users.bin"
+    users.write_bytes(bytes(range(256)))
+    res = runner.invoke(cli, ["recommend", "--model-uri", "runs:/none/model", "--users", str(users)])
+    assert res.exit_code == 2 and "not a text file of user ids" in res.stderr, res.output
