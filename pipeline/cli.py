@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import math
+import signal
 import subprocess
 import sys
 import time
@@ -322,8 +323,10 @@ def input_errors(f):
             where = f"{exc.filename}: " if exc.filename else ""
             raise click.ClickException(f"{where}{exc.strerror or exc}") from None
         except KeyboardInterrupt:
-            click.echo("\ninterrupted: the open MLflow runs were marked KILLED", err=True)
-            sys.exit(130)
+            number = _SIGNAL["number"] or signal.SIGINT
+            click.echo(f"\ninterrupted ({signal.Signals(number).name}): the open MLflow runs were marked KILLED",
+                       err=True)
+            sys.exit(128 + number)
     return wrapper
 
 
@@ -763,7 +766,22 @@ def ui(tracking_uri, port):
         sys.exit(0)
 
 
+_SIGNAL = {"number": None}
+
+
+def _stop(signum, _frame) -> None:
+    """SIGTERM and SIGHUP (what ``timeout``, ``kill``, a CI cancel and a closed terminal send) stop a
+    command the way Ctrl-C does: the open runs are marked KILLED after their buffered points are
+    written. Further signals are ignored while that cleanup runs, so it cannot be cut short."""
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_IGN)
+    _SIGNAL["number"] = signum
+    raise KeyboardInterrupt
+
+
 def main() -> None:
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _stop)
     cli(prog_name="recsys")
 
 
