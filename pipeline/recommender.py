@@ -62,17 +62,26 @@ class Recommender:
 
     # -- ids ------------------------------------------------------------------------------------------
     def _index(self, vocab: np.ndarray, raw) -> np.ndarray:
-        """Inner indices of raw ids (-1 where unknown); raw ids may arrive as str or int."""
-        raw = np.asarray(raw)
+        """Inner indices of raw ids, -1 where unknown. Ids are labels, looked up without changing
+        their type through float: with an integer vocabulary an id matches only as a Python or
+        numpy integer, or as a string in canonical integer form ("196", not "196.0" or "0196");
+        anything else (a float, None, NaN, a bool, another string) is unknown and gets the
+        fallback, never another user's list (ids above 2^53 stay exact)."""
+        raw = np.asarray(raw) if not isinstance(raw, np.ndarray) else raw
         if vocab.dtype.kind in "iu":
-            as_num = pd.to_numeric(pd.Series(raw), errors="coerce").to_numpy()
-            ok = np.isfinite(as_num) & (as_num == np.floor(np.nan_to_num(as_num)))
-            keys = np.where(ok, np.nan_to_num(as_num), -(2**62)).astype(np.int64)
+            if raw.dtype.kind in "iu" and raw.dtype != np.uint64:
+                keys, valid = raw.astype(np.int64), np.ones(len(raw), bool)
+            else:
+                parsed = [_int_label(v) for v in raw.tolist()]
+                valid = np.array([k is not None for k in parsed], bool)
+                keys = np.array([k if k is not None else 0 for k in parsed], np.int64)
         else:
-            keys = raw.astype(str)
-        pos = np.searchsorted(vocab, keys)
-        pos = np.clip(pos, 0, len(vocab) - 1)
-        found = vocab[pos] == keys
+            valid = np.array([isinstance(v, (str, np.str_)) or _is_int(v) for v in raw.tolist()], bool)
+            keys = np.array([str(v) for v in raw.tolist()], dtype=vocab.dtype if vocab.dtype.kind == "U" else str)
+        if len(vocab) == 0:
+            return np.full(len(keys), -1)
+        pos = np.clip(np.searchsorted(vocab, keys), 0, len(vocab) - 1)
+        found = valid & (vocab[pos] == keys)
         return np.where(found, pos, -1)
 
     # -- predictions ------------------------------------------------------------------------------------
@@ -129,3 +138,25 @@ class Recommender:
                              "score": float(np.clip(s[r, item], *self.rating_scale)),
                              "title": (self.titles or {}).get(str(raw), "")})
         return pd.DataFrame(rows, columns=["user", "rank", "item", "score", "title"])
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
+
+
+def _int_label(v) -> int | None:
+    """``v`` as an integer id label, or None: integers as they are, strings only in canonical
+    integer form; never through float."""
+    if _is_int(v):
+        v = int(v)
+    elif isinstance(v, (str, np.str_)):
+        text = v.strip()
+        try:
+            v = int(text)
+        except ValueError:
+            return None
+        if str(v) != text:  # "0196", "+196", "1_96": other labels than 196
+            return None
+    else:
+        return None
+    return v if -(2**63) <= v < 2**63 else None

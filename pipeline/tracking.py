@@ -251,7 +251,12 @@ def log_recommender(tracker: "MlflowTracker", run_id: str, recommender) -> str:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                signature = infer_signature(example, recommender.predict(example["user"], example["item"]))
+                # Ids of any type: MLflow would otherwise refuse a string, float or missing id on an
+                # integer-id model with a schema error; the model itself gives such ids the fallback.
+                from mlflow.models import ModelSignature
+                from mlflow.types.schema import AnyType, ColSpec, Schema
+                outputs = infer_signature(example, recommender.predict(example["user"], example["item"])).outputs
+                signature = ModelSignature(Schema([ColSpec(AnyType(), "user"), ColSpec(AnyType(), "item")]), outputs)
                 mlflow.pyfunc.save_model(Path(tmp) / "model", python_model=RecommenderModel(),
                                          artifacts={"recommender": str(npz)}, signature=signature,
                                          input_example=example,

@@ -76,11 +76,40 @@ def test_pyfunc_round_trip_and_recommend_cli(tmp_path, small_synthetic, tracking
     unknown = np.asarray(model.predict(pd.DataFrame({"user": [10**9], "item": [10**9]})))
     assert unknown[0] == pytest.approx(np.clip(out.prepared.objective.mu, 1, 5))
     assert model.metadata.signature is not None
+    # ids of the wrong type get the fallback through the pyfunc too (no MLflow schema error)
+    mixed = np.asarray(model.predict(pd.DataFrame({"user": ["nope", None, 1.5, str(frame["user"][0])],
+                                                   "item": [frame["item"][0]] * 4}, dtype=object)))
+    assert mixed[3] == pytest.approx(pred[0])
+    known_item = np.clip(out.prepared.objective.mu + out.prepared.objective.unpack(out.results["lbfgs"].x)[3][t.items[0]], 1, 5)
+    np.testing.assert_allclose(mixed[:3], known_item, rtol=1e-12)
     res = CliRunner().invoke(cli, ["recommend", "--model-uri", uri, "--user", str(frame["user"][0]), "-n", "3"])
     assert res.exit_code == 0, res.output
     assert len([l for l in res.stdout.splitlines()[1:] if l.strip()]) == 3
     res = CliRunner().invoke(cli, ["recommend", "--model-uri", "runs:/nope/model", "--user", "1"])
     assert res.exit_code == 2 and "cannot load" in res.stderr
+
+
+def test_ids_are_labels_in_serving_big_and_wrong_typed_ids_never_borrow_a_list():
+    """Ids above 2^53 stay exact, and an id that is not an integer label is unknown (the
+    fallback), never mapped to a real user (findings 5 and 11 of the hostile-input issue)."""
+    from pipeline.objectives import BiasedMF
+    from pipeline.recommender import Recommender
+    big = 2**53
+    users = np.array([big + 2, big + 2, big + 3, big + 3, -(2**62), -(2**62)])  # -2^62: the old "not a number" key
+    items = np.array([1, 2, 1, 3, 2, 3])
+    r = from_raw(users, items, np.array([5.0, 1.0, 1.0, 5.0, 3.0, 4.0]), rating_scale=(1, 5))
+    f = BiasedMF(r, rank=2, reg=0.1, kernel="numpy")
+    x = f.init(np.random.default_rng(0)) + 0.3
+    rec = Recommender.from_fit(f, x, r, r)
+    assert rec._index(rec.user_ids, [big + 2, big + 3, big + 1]).tolist() == [
+        int(np.searchsorted(rec.user_ids, big + 2)), int(np.searchsorted(rec.user_ids, big + 3)), -1]
+    assert rec._index(rec.user_ids, ["user_id", str(big + 3), str(big + 3) + ".0", "nan", None, 1.5, True,
+                                     f"0{big + 3}"]).tolist() == [-1, rec._index(rec.user_ids, [big + 3])[0], -1, -1,
+                                                                  -1, -1, -1, -1]
+    top = rec.recommend(["user_id", str(big + 1)], n=2)  # a header line and a near miss: both fallback
+    fallback = rec.recommend([10**6], n=2)
+    assert top[top["user"] == "user_id"]["item"].tolist() == fallback["item"].tolist()
+    assert top[top["user"] == str(big + 1)]["item"].tolist() == fallback["item"].tolist()
 
 
 def test_recommendations_carry_titles_when_the_dataset_has_them(small_synthetic, tmp_path):
