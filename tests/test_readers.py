@@ -306,3 +306,39 @@ def test_cache_keeps_the_archive_member_for_side_information(tmp_path):
     second = read_ratings(p, cache_dir=tmp_path / "cache")
     _same(first, second)
     assert first.extra.keys() == second.extra.keys() and first.extra
+
+
+# -- ids are labels ------------------------------------------------------------------------------------
+@pytest.mark.parametrize("name, body", [
+    ("u.data", "007\t1\t4\t1\n7\t1\t3\t2\n0007\t2\t5\t3\n7\t2\t1\t4\n"),
+    ("ratings.csv", "userId,movieId,rating,timestamp\n007,1,4,1\n7,1,3,2\n0007,2,5,3\n7,2,1,4\n")])
+def test_ids_differing_only_in_leading_zeros_stay_distinct(tmp_path, name, body):
+    p = tmp_path / name
+    p.write_text(body)
+    r = read_ratings(p)
+    assert sorted(r.user_ids.tolist()) == ["0007", "007", "7"] and len(r) == 4
+
+
+def test_float_looking_ids_never_merge_with_integers(tmp_path):
+    p = tmp_path / "ratings.csv"
+    big = 2**62 + 1
+    p.write_text(f"userId,movieId,rating\n1e3,1,4\n1000,1,3\n5.0,2,4\n5,2,2\n{big},1,5\n{big + 2},2,1\n")
+    r = read_ratings(p)
+    assert len(r) == 6 and r.n_users == 6
+    assert {"1e3", "1000", "5.0", "5", str(big), str(big + 2)} == set(map(str, r.user_ids))
+
+
+def test_keep_last_only_merges_true_duplicates(tmp_path):
+    p = tmp_path / "u.data"
+    p.write_text("007\t1\t4\t1\n7\t1\t3\t2\n7\t1\t5\t3\n")
+    r = read_ratings(p, ReadOptions(duplicates="last"))
+    assert len(r) == 2  # "007" and "7" are two users; only 7's two ratings of item 1 were duplicates
+    assert sorted(r.ratings.tolist()) == [4.0, 5.0]
+
+
+def test_canonical_big_integer_ids_stay_exact_integers(tmp_path):
+    p = tmp_path / "u.data"
+    big = 2**53
+    p.write_text(f"{big + 1}\t1\t4\t1\n{big + 2}\t1\t3\t2\n")
+    r = read_ratings(p)
+    assert r.user_ids.dtype.kind == "i" and r.user_ids.tolist() == [big + 1, big + 2]

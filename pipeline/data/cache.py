@@ -26,7 +26,7 @@ import numpy as np
 
 from pipeline.data.ratings import Ratings
 
-FORMAT = 1
+FORMAT = 2  # 2: ids are labels ("007" and "7" two ids), so entries of 1 are not reused
 _CHUNK = 1 << 22
 
 
