@@ -342,3 +342,47 @@ def test_canonical_big_integer_ids_stay_exact_integers(tmp_path):
     p.write_text(f"{big + 1}\t1\t4\t1\n{big + 2}\t1\t3\t2\n")
     r = read_ratings(p)
     assert r.user_ids.dtype.kind == "i" and r.user_ids.tolist() == [big + 1, big + 2]
+
+
+def test_a_cache_hit_reports_the_file_read_in_this_run(tmp_path):
+    first = tmp_path / "alpha" / "u.data"
+    copy = tmp_path / "beta" / "u.data"
+    for p in (first, copy):
+        p.parent.mkdir()
+        p.write_text(udata_text())
+    cache_dir = tmp_path / "cache"
+    assert read_ratings(first, cache_dir=cache_dir).name == "alpha"
+    again = read_ratings(copy, cache_dir=cache_dir)  # same bytes: a cache hit
+    assert len(list(cache_dir.glob("*.npz"))) == 1
+    assert again.name == "beta" and again.source == str(copy)
+
+
+@pytest.mark.parametrize("tamper", ["index", "nan", "scale"])
+def test_a_crafted_cache_entry_is_not_trusted(tmp_path, tamper):
+    from pipeline.data import cache
+    p = tmp_path / "u.data"
+    p.write_text(udata_text())
+    cache_dir = tmp_path / "cache"
+    honest = read_ratings(p, cache_dir=cache_dir)
+    entry = next(cache_dir.glob("*.npz"))
+    with np.load(entry, allow_pickle=False) as z:
+        fields = {k: z[k] for k in z.files}
+    if tamper == "index":
+        fields["users"] = fields["users"].copy()
+        fields["users"][0] = 10**6
+    elif tamper == "nan":
+        fields["ratings"] = fields["ratings"].copy()
+        fields["ratings"][0] = np.nan
+    else:
+        fields["ratings"] = fields["ratings"] + 100.0
+    np.savez(entry, **fields)
+    assert cache.load(cache_dir, entry.stem) is None  # the entry's invariants fail: dropped
+    _same(honest, read_ratings(p, cache_dir=cache_dir))
+
+
+@pytest.mark.parametrize("size", [70_000, 5_000_000])
+def test_a_hostile_long_line_is_a_one_line_error_not_gigabytes(tmp_path, size):
+    p = tmp_path / "ratings.csv"
+    p.write_text("userId,movieId,rating,timestamp\n1,2,4,5\n1," + "9" * size + ",4,5\n2,3,4,5\n")
+    with pytest.raises(DataError, match=r"line 3: longer than 64 KB"):
+        read_ratings(p)

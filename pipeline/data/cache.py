@@ -17,6 +17,7 @@ cached; it is read from the small files next to the ratings each time.
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import zipfile
 from dataclasses import asdict
@@ -57,9 +58,28 @@ def load(cache_dir: Path, key: str) -> tuple[Ratings, str | None] | None:
                               item_ids=z["item_ids"], rating_scale=(float(scale[0]), float(scale[1])),
                               timestamps=z["timestamps"] if bool(z["has_timestamps"]) else None,
                               name=str(z["name"]), source=str(z["source"]))
-            return ratings, (str(z["member"]) or None)
+            member = str(z["member"]) or None
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):  # truncated or foreign: parse again
         return None
+    return (ratings, member) if _valid(ratings) else None
+
+
+def _valid(r: Ratings) -> bool:
+    """An entry's invariants, checked on every load (a crafted or damaged entry is parsed again,
+    never trusted): integer indices inside the vocabularies, finite ratings inside the scale,
+    sorted unique vocabularies."""
+    n = len(r.ratings)
+    lo, hi = r.rating_scale
+    checks = (
+        r.users.dtype.kind in "iu" and r.items.dtype.kind in "iu" and r.ratings.dtype.kind == "f",
+        len(r.users) == n and len(r.items) == n and (r.timestamps is None or len(r.timestamps) == n),
+        n == 0 or (0 <= r.users.min() and r.users.max() < len(r.user_ids)),
+        n == 0 or (0 <= r.items.min() and r.items.max() < len(r.item_ids)),
+        bool(np.isfinite(r.ratings).all()) and math.isfinite(lo) and math.isfinite(hi) and lo < hi,
+        n == 0 or (lo <= r.ratings.min() and r.ratings.max() <= hi),
+        all(len(v) < 2 or bool((v[1:] > v[:-1]).all()) for v in (r.user_ids, r.item_ids)),
+    )
+    return all(checks)
 
 
 def store(cache_dir: Path, key: str, ratings: Ratings, member: str | None = None) -> Path | None:

@@ -150,6 +150,11 @@ def read_ratings(path: str | os.PathLike, options: ReadOptions = ReadOptions(),
         hit = cache.load(Path(cache_dir), key)
         if hit is not None:
             ratings, member = hit
+            # The entry is keyed by content: name and source are this run's file, not the one that
+            # happened to write the entry (a copy elsewhere must not log the other path).
+            name = (member.split("/")[0] if member and "/" in member else dataset_name(path))
+            source = f"{path}!{member}" if member else str(path)
+            ratings = Ratings(**{**ratings.__dict__, "name": name, "source": source})
             return _with_side(ratings, path, member)
     ratings, member = _parse(path, options)
     if key is not None:
@@ -170,8 +175,9 @@ def _parse(path: Path, options: ReadOptions) -> tuple[Ratings, str | None]:
 
 def _read_table(source, fmt: str, options: ReadOptions, label: str, name: str) -> Ratings:
     """Typed fast read first; on any failure the text read, whose errors name the bad line."""
+    text_only = _noncanonical_integers(source, label)  # raises on a line too long to be a rating
     try:
-        frame = None if _noncanonical_integers(source) else _read_typed(source, fmt, options)
+        frame = None if text_only else _read_typed(source, fmt, options)
         if frame is not None:
             return _to_ratings(frame, fmt, options, label=label, name=name)
     except (DataError, ValueError, pd.errors.ParserError, UnicodeDecodeError, OSError, EOFError, zlib.error):
@@ -384,24 +390,40 @@ _SCAN_CHUNK = 1 << 24
 _DELIMITERS = np.array([ord(c) for c in "\t,:;\n"], np.uint8)
 
 
-def _noncanonical_integers(source) -> bool:
+MAX_LINE_BYTES = 1 << 16  # a ratings line is tens of bytes; one of 5 MB took 22 GB in the parsers
+
+
+def _noncanonical_integers(source, label: str = "") -> bool:
     """Whether any field of the file starts like a non-canonical integer: a leading zero before a
     digit ("007"), a plus sign, or "-0". Then the typed read, which would merge "007" and "7" into
     one id, is skipped for the text read, which keeps them as two labels. One streaming pass over
-    the bytes in 16 MB chunks, vectorized (a few hundred MB/s; ratings like "0.5" do not count)."""
+    the bytes in 16 MB chunks, vectorized (ratings like "0.5" do not count). The same pass bounds
+    memory on hostile files: a line over ``MAX_LINE_BYTES`` is a one-line error naming it."""
     opened = open(source, "rb") if isinstance(source, (str, os.PathLike)) else None
     fh = opened or source
     try:
-        tail = b"\n"  # the first field starts a line
+        tail, carry, lines, found = b"\n", 0, 0, False  # carry: bytes of the line still open
         while block := fh.read(_SCAN_CHUNK):
-            a = np.frombuffer(tail + block, np.uint8)
-            starts = np.flatnonzero(np.isin(a[:-2], _DELIMITERS)) + 1
-            c1, c2 = a[starts], a[starts + 1]
-            digit2 = (c2 >= 48) & (c2 <= 57)
-            if ((c1 == 43) | ((c1 == 48) & digit2) | ((c1 == 45) & (c2 == 48))).any():  # '+', '0d', '-0'
-                return True
+            nl = np.flatnonzero(np.frombuffer(block, np.uint8) == 10)
+            if len(nl):
+                lengths = np.concatenate([[carry + nl[0]], np.diff(nl) - 1])  # every line this block ends
+                carry = len(block) - nl[-1] - 1
+            else:
+                lengths, carry = np.empty(0, np.int64), carry + len(block)
+            if (len(lengths) and lengths.max() > MAX_LINE_BYTES) or carry > MAX_LINE_BYTES:
+                long = np.flatnonzero(lengths > MAX_LINE_BYTES)
+                bad = lines + (int(long[0]) + 1 if len(long) else len(lengths) + 1)
+                raise DataError(f"{label or 'the file'}, line {bad}: longer than {MAX_LINE_BYTES // 1024} KB; "
+                                "not a ratings file (a line holds a user, an item, a rating and a time)")
+            lines += len(lengths)
+            if not found:
+                a = np.frombuffer(tail + block, np.uint8)
+                starts = np.flatnonzero(np.isin(a[:-2], _DELIMITERS)) + 1
+                c1, c2 = a[starts], a[starts + 1]
+                digit2 = (c2 >= 48) & (c2 <= 57)
+                found = bool(((c1 == 43) | ((c1 == 48) & digit2) | ((c1 == 45) & (c2 == 48))).any())  # + 0d -0
             tail = block[-2:]
-        return False
+        return found
     finally:
         if opened:
             opened.close()
