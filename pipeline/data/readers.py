@@ -387,7 +387,12 @@ def _to_ratings(frame: pd.DataFrame, fmt: str, options: ReadOptions, label: str,
 
 
 _SCAN_CHUNK = 1 << 24
-_DELIMITERS = np.array([ord(c) for c in "\t,:;\n"], np.uint8)
+_FIELD_START = np.zeros(256, bool)  # bytes after which a field starts
+_FIELD_START[[ord(c) for c in "\t,:;\n"]] = True
+_DIGIT = np.zeros(256, bool)
+_DIGIT[ord("0"):ord("9") + 1] = True
+_ZERO = np.zeros(256, bool)
+_ZERO[ord("0")] = True
 
 
 MAX_LINE_BYTES = 1 << 16  # a ratings line is tens of bytes; one of 5 MB took 22 GB in the parsers
@@ -417,11 +422,14 @@ def _noncanonical_integers(source, label: str = "") -> bool:
                                 "not a ratings file (a line holds a user, an item, a rating and a time)")
             lines += len(lengths)
             if not found:
-                a = np.frombuffer(tail + block, np.uint8)
-                starts = np.flatnonzero(np.isin(a[:-2], _DELIMITERS)) + 1
-                c1, c2 = a[starts], a[starts + 1]
-                digit2 = (c2 >= 48) & (c2 <= 57)
-                found = bool(((c1 == 43) | ((c1 == 48) & digit2) | ((c1 == 45) & (c2 == 48))).any())  # + 0d -0
+                a = np.frombuffer(tail + block + b"\n", np.uint8)  # a[j - 1], a[j + 1] exist for every j tested
+                # '0' before a digit, '+', and '-' before '0', at the start of a field. '0' is common
+                # inside numbers, so the (sparse) candidates are found first and only they are tested.
+                for char, after in ((48, _DIGIT), (43, None), (45, _ZERO)):
+                    at = np.flatnonzero(a[1:-1] == char) + 1
+                    if len(at) and (_FIELD_START[a[at - 1]] & (after is None or after[a[at + 1]])).any():
+                        found = True
+                        break
             tail = block[-2:]
         return found
     finally:
