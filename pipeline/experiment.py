@@ -68,6 +68,8 @@ class Comparison:
 def load_splits(d: DataConfig, ratings: Ratings | None = None, progress=None) -> tuple[Ratings, list[Split]]:
     """The dataset and its split(s) as ``d`` describes (a predefined split wins over ``method``)."""
     options = d.read
+    if d.validation_file and not d.train_file:
+        raise DataError("--validation is part of a predefined split: give it with --train and --test")
     if d.train_file or d.test_file:
         if not (d.train_file and d.test_file):
             raise DataError("a predefined split needs both --train and --test")

@@ -340,3 +340,8 @@ def test_recommend_with_a_binary_users_file_is_one_line(tmp_path, runner):
     users.write_bytes(bytes(range(256)))
     res = runner.invoke(cli, ["recommend", "--model-uri", "runs:/none/model", "--users", str(users)])
     assert res.exit_code == 2 and "not a text file of user ids" in res.stderr, res.output
+
+
+def test_validation_without_train_is_refused(runner, small_file):
+    res = runner.invoke(cli, ["compare", "--dataset", str(small_file), "--validation", str(small_file), "--no-tracking"])
+    assert res.exit_code == 2 and "--validation is part of a predefined split" in res.stderr, res.output

@@ -62,7 +62,7 @@ def test_ids_are_mapped_in_numeric_order(tmp_path):
     ("1\t2\t4\t100\n1,3,4,100\n", "line 2: expected 4 tab-separated fields, found 1; the line looks comma-separated"),
     ("1\t2\t4\t100\t7\n", "line 1: expected 4 tab-separated fields (user, item, rating, timestamp), found 5"),
     ("1\t2\t4\t100\n1\t3\t4\t100\t7\n", "line 2: expected 4 fields, found 5"),
-    ("1\t2\t4\n", "found 3"),
+    ("1\t2\n", "found 2"),
     ("1\t2\t4\t100\n1\t3\t4\n", "line 2: expected 4 tab-separated fields, found 3"),
     ("1\t\t4\t100\n", "line 1: the item field is empty"),
 ])

@@ -386,3 +386,29 @@ def test_a_hostile_long_line_is_a_one_line_error_not_gigabytes(tmp_path, size):
     p.write_text("userId,movieId,rating,timestamp\n1,2,4,5\n1," + "9" * size + ",4,5\n2,3,4,5\n")
     with pytest.raises(DataError, match=r"line 3: longer than 64 KB"):
         read_ratings(p)
+
+
+@pytest.mark.parametrize("name, body", [("ratings.tsv", "1\t2\t4\t10\n2\t3\t5\t11\n"),
+                                        ("export.txt", "\ufeff1\t2\t4\n2\t3\t5\n"),
+                                        ("u.data", "1\t2\t4\n2\t3\t5\n")])
+def test_a_headerless_file_of_numeric_columns_reads_like_udata(tmp_path, name, body):
+    p = tmp_path / name
+    p.write_text(body, encoding="utf-8")
+    r = read_ratings(p)
+    assert len(r) == 2 and r.user_ids.tolist() == [1, 2] and r.item_ids.tolist() == [2, 3]
+
+
+def test_an_empty_scale_says_how_to_give_one(tmp_path):
+    p = tmp_path / "ratings.csv"
+    p.write_text("userId,movieId,rating\n1,2,4\n2,3,4\n")
+    with pytest.raises(DataError, match="every rating is the same: give the scale with --rating-scale"):
+        read_ratings(p)
+
+
+def test_a_zip_with_two_ratings_files_is_refused_naming_them(tmp_path):
+    p = tmp_path / "two.zip"
+    with zipfile.ZipFile(p, "w") as zf:
+        zf.writestr("a/u.data", udata_text())
+        zf.writestr("b/ratings.csv", csv_text())
+    with pytest.raises(DataError, match=r"holds 2 ratings files \(a/u.data, b/ratings.csv\)"):
+        read_ratings(p)

@@ -109,7 +109,8 @@ def from_raw(
         rating_scale = (float(ratings.min()), float(ratings.max()))
     lo, hi = rating_scale
     if not lo < hi:
-        raise DataError(f"{source or name}: rating scale {lo}..{hi} is empty")
+        hint = " (every rating is the same: give the scale with --rating-scale LO,HI)" if lo == hi else ""
+        raise DataError(f"{source or name}: rating scale {lo}..{hi} is empty{hint}")
     outside = (ratings < lo) | (ratings > hi)
     if outside.any():
         first = int(np.flatnonzero(outside)[0])

@@ -112,9 +112,14 @@ def detect_format(path: Path, head: bytes) -> str:
         return "dat"
     if name.endswith(".csv"):
         return "csv"
+    first = head.split(b"\n", 1)[0].decode("utf-8", "replace").lstrip("\ufeff")
+    if "\t" in first and not name.endswith(".csv"):
+        fields = first.rstrip("\r").split("\t")
+        # a headerless file of 3-4 numeric columns is u.data's layout, whatever its extension
+        if 3 <= len(fields) <= 4 and all(re.fullmatch(r"-?[\d.]+", f.strip()) for f in fields):
+            return "udata"
     if name.endswith(".tsv"):
         return "tsv"
-    first = head.split(b"\n", 1)[0].decode("utf-8", "replace")
     if "::" in first:
         return "dat"
     if "\t" in first:
@@ -198,6 +203,10 @@ def _read_zip(path: Path, options: ReadOptions) -> tuple[Ratings, str]:
     try:
         with zipfile.ZipFile(path) as zf:
             names = [n for n in zf.namelist() if not n.endswith("/")]
+            candidates = [n for n in names if n.split("/")[-1] in {m for m, _ in ARCHIVE_MEMBERS}]
+            if len(candidates) > 1:  # which one was meant is not ours to guess
+                raise DataError(f"{path}: the archive holds {len(candidates)} ratings files "
+                                f"({', '.join(sorted(candidates)[:4])}); unpack the one you mean and give its path")
             for member_name, fmt in ARCHIVE_MEMBERS:
                 found = sorted((n for n in names if n.split("/")[-1] == member_name), key=len)
                 if found:
@@ -228,7 +237,7 @@ def _read_typed(source, fmt: str, options: ReadOptions) -> pd.DataFrame | None:
     """
     if fmt == "udata":
         frame = pd.read_csv(source, sep="\t", header=None, dtype=_TYPED, engine="c")
-        return frame.set_axis(NO_HEADER_COLUMNS, axis=1) if frame.shape[1] == 4 else None
+        return frame.set_axis(NO_HEADER_COLUMNS[:frame.shape[1]], axis=1) if frame.shape[1] in (3, 4) else None
     if fmt == "dat":
         dtype = {0: _ID, 2: _ID, 4: _VALUE, 6: _ID}
         frame = pd.read_csv(source, sep=":", header=None, dtype=dtype, engine="c")
@@ -256,7 +265,7 @@ def _read_frame(source, fmt: str, options: ReadOptions, label: str) -> pd.DataFr
             return frame.astype({c: str for c in frame.columns if frame[c].dtype == object})
         if fmt == "udata":
             frame = pd.read_csv(source, sep="\t", header=None, **common)
-            return _fixed_columns(frame, 4, "tab", label)
+            return _fixed_columns(frame, 4, "tab", label, optional_time=True)
         if fmt == "dat":
             # '::' split on ':' gives user, '', item, '', rating, '', timestamp: keeps the C parser
             frame = pd.read_csv(source, sep=":", header=None, **common)
@@ -297,12 +306,14 @@ def _delimiter_hint(text: str) -> str:
     return ""
 
 
-def _fixed_columns(frame: pd.DataFrame, n: int, delimiter: str, label: str) -> pd.DataFrame:
+def _fixed_columns(frame: pd.DataFrame, n: int, delimiter: str, label: str, optional_time: bool = False) -> pd.DataFrame:
+    if optional_time and frame.shape[1] == n - 1:  # user, item, rating without a timestamp
+        n = n - 1
     if frame.shape[1] != n:
         hint = _delimiter_hint(str(frame.iloc[0, 0])) if frame.shape[1] == 1 and len(frame) else ""
         raise DataError(f"{label}, line 1: expected {n} {delimiter}-separated fields "
                         f"(user, item, rating, timestamp), found {frame.shape[1]}{hint}")
-    frame = frame.set_axis(NO_HEADER_COLUMNS, axis=1)
+    frame = frame.set_axis(NO_HEADER_COLUMNS[:n], axis=1)
     empty = (frame.isna() | frame.eq("")).to_numpy()
     if empty.any():
         row, col = (int(a[0]) for a in np.nonzero(empty))
@@ -342,7 +353,7 @@ def _to_ratings(frame: pd.DataFrame, fmt: str, options: ReadOptions, label: str,
     if header:
         cols = _pick_all(frame, options, label)
     else:
-        cols = {role: role for role in ("user", "item", "rating", "timestamp")}
+        cols = {role: (role if role in frame.columns else None) for role in ("user", "item", "rating", "timestamp")}
     line0 = 2 if fmt in ("csv", "tsv") else 1  # file line of row 0
 
     def where(row: int) -> str:
