@@ -362,7 +362,15 @@ def _tracker(kw: dict):
     if kw.get("no_tracking"):
         return None
     from pipeline.tracking import MlflowTracker
-    return MlflowTracker(kw.get("tracking_uri") or default_tracking_uri(), artifact_root=project_root() / "mlartifacts")
+    tracker = MlflowTracker(kw.get("tracking_uri") or default_tracking_uri(), artifact_root=project_root() / "mlartifacts")
+    _note_repaired(tracker.repair())  # the cheap check at start: runs left RUNNING by a killed process
+    return tracker
+
+
+def _note_repaired(run_ids: list[str]) -> None:
+    if run_ids:
+        click.echo(f"note: {len(run_ids)} run(s) left RUNNING by a process that is gone were marked FAILED: "
+                   + ", ".join(r[:8] for r in run_ids), err=True)
 
 
 def _run_comparison(optimizers, kw) -> None:
@@ -650,6 +658,24 @@ def check_grad(directions, **kw):
     click.echo(f"{'worst':<34} {worst:.2e}  ({'ok' if worst < 1e-5 else 'LARGE: check the derivatives'})")
     if worst >= 1e-5:
         sys.exit(1)
+
+
+@cli.group()
+def runs():
+    """Look after the runs in the MLflow store."""
+
+
+@runs.command()
+@click.option("--tracking-uri", default=None,
+              help="MLflow tracking URI [default: $MLFLOW_TRACKING_URI, else sqlite:///<project>/mlflow.db].")
+@input_errors
+def repair(tracking_uri):
+    """Mark FAILED the RUNNING runs of this machine whose process is gone (killed with SIGKILL, a
+    power loss). Every command that logs runs does this check when it starts."""
+    from pipeline.tracking import MlflowTracker
+    repaired = MlflowTracker(tracking_uri or default_tracking_uri()).repair()
+    _note_repaired(repaired)
+    click.echo(f"{len(repaired)} run(s) repaired")
 
 
 @cli.group()

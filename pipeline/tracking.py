@@ -15,6 +15,7 @@ import json
 import logging
 import math
 import os
+import socket
 import time
 import urllib.parse
 import warnings
@@ -33,6 +34,31 @@ from pipeline.optim.base import IterationRecord
 # rel_grad_norm carry the same story, and each curve point costs about 0.2 ms to store in SQLite.
 CURVES = ("train_loss", "rel_gap", "rel_grad_norm", "val_rmse", "seconds", "n_hessp", "data_passes")
 UI_HOST, UI_PORT = "127.0.0.1", 5000
+
+
+def _process_start(pid: int) -> str:
+    """The start time of ``pid`` in clock ticks since boot (Linux ``/proc``), or "" where unknown."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return ""
+
+
+def process_tags() -> dict[str, str]:
+    """What identifies the process that owns a run: host, pid and the pid's start time."""
+    return {"recsys.host": socket.gethostname(), "recsys.pid": str(os.getpid()),
+            "recsys.process_start": _process_start(os.getpid())}
+
+
+def _process_alive(pid: int, start: str) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process holds the pid now
+        return False
+    return not start or _process_start(pid) in ("", start)
 
 
 def _finite(metrics: dict) -> dict:
@@ -78,7 +104,7 @@ class MlflowTracker:
         """A run (nested under ``parent_id`` if given); FINISHED, FAILED or KILLED on exit."""
         if self.experiment_id is None:
             raise RuntimeError("call use_experiment() first")
-        all_tags = {"mlflow.runName": name, **(tags or {})}
+        all_tags = {"mlflow.runName": name, **process_tags(), **(tags or {})}
         if parent_id:
             all_tags["mlflow.parentRunId"] = parent_id
         run = self.client.create_run(self.experiment_id, tags=all_tags, run_name=name)
@@ -102,6 +128,25 @@ class MlflowTracker:
                 raise
             finally:
                 self.client.set_terminated(run_id, status)
+
+    def repair(self) -> list[str]:
+        """Mark FAILED the RUNNING runs of this host whose process is gone (SIGKILL, power loss):
+        their ``recsys.pid`` is not alive, or is alive with another start time (a reused pid).
+        Runs of other hosts are left alone: their processes cannot be checked from here."""
+        repaired = []
+        host = socket.gethostname()
+        experiments = [e.experiment_id for e in self.client.search_experiments()]
+        if not experiments:
+            return repaired
+        for run in self.client.search_runs(experiments, "attributes.status = 'RUNNING'", max_results=10_000):
+            tags = run.data.tags
+            if tags.get("recsys.host") != host or "recsys.pid" not in tags:
+                continue
+            if not _process_alive(int(tags["recsys.pid"]), tags.get("recsys.process_start", "")):
+                self.client.set_tag(run.info.run_id, "recsys.repaired", "its process is gone")
+                self.client.set_terminated(run.info.run_id, "FAILED")
+                repaired.append(run.info.run_id)
+        return repaired
 
     # -- params, metrics, curves ------------------------------------------------------------------
     def log_params(self, run_id: str, params: dict) -> None:

@@ -161,3 +161,25 @@ def test_a_run_whose_final_write_fails_is_failed_and_keeps_its_points(tracking_u
     assert len(tracker._buffer[rid]) == 5 * 6  # every point still there for a later flush
     tracker.flush(rid)
     assert len(tracker.client.get_metric_history(rid, "train_loss")) == 5
+
+
+def test_runs_of_a_process_that_is_gone_are_repaired(tracking_uri, tmp_path):
+    """SIGKILL leaves runs RUNNING; `recsys runs repair` (and every logging command at start)
+    marks those of a dead process FAILED and leaves a live process's runs alone."""
+    import subprocess
+    import sys
+    from click.testing import CliRunner
+    from pipeline.cli import cli
+    tracker = MlflowTracker(tracking_uri)
+    tracker.use_experiment("killed")
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    orphan = tracker.client.create_run(tracker.experiment_id, tags={"recsys.host": __import__("socket").gethostname(),
+                                                                    "recsys.pid": str(dead.pid)}).info.run_id
+    with tracker.run("alive") as alive:  # this process: running, and must stay so
+        res = CliRunner().invoke(cli, ["runs", "repair", "--tracking-uri", tracking_uri])
+        assert res.exit_code == 0 and "1 run(s) repaired" in res.stdout, res.output
+        assert tracker.run_info(alive).info.status == "RUNNING"
+    assert tracker.run_info(orphan).info.status == "FAILED"
+    assert tracker.run_info(orphan).data.tags["recsys.repaired"] == "its process is gone"
+    assert tracker.run_info(alive).data.tags["recsys.pid"] == str(__import__("os").getpid())
