@@ -311,6 +311,14 @@ def _seeds(value) -> tuple[int, ...]:
         raise InputError(f"--seeds takes integers like 0,1,2; got {value!r}") from None
 
 
+def _store_problem(exc: BaseException) -> str | None:
+    """One line for a failure of the MLflow store or server (only once tracking is in use)."""
+    if "pipeline.tracking" not in sys.modules:
+        return None
+    from pipeline.tracking import store_problem
+    return store_problem(exc)
+
+
 def input_errors(f):
     """Turn bad-input exceptions from the library into one-line exit-2 errors."""
     @functools.wraps(f)
@@ -322,6 +330,11 @@ def input_errors(f):
         except OSError as exc:  # a folder that cannot be written, a full disk: one line, not a traceback
             where = f"{exc.filename}: " if exc.filename else ""
             raise click.ClickException(f"{where}{exc.strerror or exc}") from None
+        except Exception as exc:
+            problem = _store_problem(exc)
+            if problem is None:
+                raise
+            raise click.ClickException(problem) from None
         except KeyboardInterrupt:
             number = _SIGNAL["number"] or signal.SIGINT
             click.echo(f"\ninterrupted ({signal.Signals(number).name}): the open MLflow runs were marked KILLED",
@@ -578,11 +591,12 @@ def sweep(optimizer, ranks, regs, reg_biases, weightings, trials, **kw):
               help="Folder for report.md and its figures [default: reports/<experiment>-<run>].")
 @click.option("--tracking-uri", default=None,
               help="MLflow tracking URI [default: $MLFLOW_TRACKING_URI, else sqlite:///<project>/mlflow.db].")
+@input_errors
 def report(run_id, experiment, out_dir, tracking_uri):
     """Write the case study of a logged comparison (Markdown + PNG figures) and log it to its run."""
     from pipeline import report as report_module
     from pipeline.tracking import MlflowTracker
-    tracker = MlflowTracker(tracking_uri or default_tracking_uri())
+    tracker = MlflowTracker(tracking_uri or default_tracking_uri(), create=False)
     try:
         run_id = run_id or tracker.latest_comparison(experiment)
         logged = tracker.load_comparison(run_id)
@@ -605,6 +619,7 @@ def report(run_id, experiment, out_dir, tracking_uri):
 @click.option("-n", "n", type=click.IntRange(min=1), default=10, show_default=True, help="Items per user.")
 @click.option("--tracking-uri", default=None,
               help="MLflow tracking URI [default: $MLFLOW_TRACKING_URI, else sqlite:///<project>/mlflow.db].")
+@input_errors
 def recommend(model_uri, user_ids, users_file, n, tracking_uri):
     """Top-n items each user has not rated in training, from a logged model (titles when known).
 
@@ -623,7 +638,8 @@ def recommend(model_uri, user_ids, users_file, n, tracking_uri):
     if not users:
         raise InputError("give --user ID (repeatable) or --users FILE")
     mlflow.set_tracking_uri(tracking_uri or default_tracking_uri())
-    from pipeline.tracking import load_recommender
+    from pipeline.tracking import load_recommender, open_store
+    open_store(tracking_uri or default_tracking_uri(), create=False)  # never a new empty store
     try:
         rec = load_recommender(model_uri)
     except Exception as exc:  # MLflow raises several types for a bad URI
@@ -769,11 +785,12 @@ def split_command(dataset, out_dir, **kw):
 @click.option("--tracking-uri", default=None,
               help="MLflow tracking URI [default: $MLFLOW_TRACKING_URI, else sqlite:///<project>/mlflow.db].")
 @click.option("--port", type=click.IntRange(1, 65535), default=5000, show_default=True)
+@input_errors
 def ui(tracking_uri, port):
     """Start the MLflow UI on 127.0.0.1 for the project's runs (Ctrl-C stops it)."""
     from pipeline.tracking import MlflowTracker, ui_command
     uri = tracking_uri or default_tracking_uri()
-    tracker = MlflowTracker(uri)
+    tracker = MlflowTracker(uri, create=False)
     base = f"http://127.0.0.1:{port}"
     exps = [e for e in tracker.client.search_experiments() if e.name != "Default"]
     click.echo(f"MLflow UI: {base}/#/experiments?workflowType=machine_learning  (store: {uri})")

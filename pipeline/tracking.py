@@ -15,6 +15,7 @@ import json
 import logging
 import math
 import os
+import re
 import socket
 import time
 import urllib.parse
@@ -34,6 +35,92 @@ from pipeline.optim.base import IterationRecord
 # rel_grad_norm carry the same story, and each curve point costs about 0.2 ms to store in SQLite.
 CURVES = ("train_loss", "rel_gap", "rel_grad_norm", "val_rmse", "seconds", "n_hessp", "data_passes")
 UI_HOST, UI_PORT = "127.0.0.1", 5000
+
+
+# A tracking server that does not answer: one line within about 10 s, not minutes of silent retries
+# (MLflow's defaults: 7 retries with exponential backoff, 120 s per request). Users may still set them.
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "4")
+
+
+class StoreError(Exception):
+    """The MLflow store or server cannot be used: one line saying what is wrong and what to do."""
+
+
+def store_problem(exc: BaseException) -> str | None:
+    """One line for an error that comes from the MLflow store or server, else None."""
+    import sqlalchemy.exc
+    from mlflow.exceptions import MlflowException
+    if isinstance(exc, StoreError):
+        return str(exc)
+    if isinstance(exc, (MlflowException, sqlalchemy.exc.SQLAlchemyError)):
+        text = str(exc)
+        server = re.search(r"API request to (https?://[^/\s]+)", text)
+        if server:
+            why = ("connection refused" if "refused" in text else "timed out" if "timed out" in text.lower()
+                   else "no answer")
+            return f"no MLflow tracking server answers at {server.group(1)} ({why}): start it, or check --tracking-uri"
+        first = (text.strip().splitlines() or [type(exc).__name__])[0]
+        return f"the MLflow store failed: {first[:200]}"
+    return None
+
+
+def _sqlite_path(uri: str) -> Path | None:
+    return Path(uri[len("sqlite:///"):]) if uri.startswith("sqlite:///") else None
+
+
+def open_store(uri: str, create: bool = True) -> None:
+    """Make sure an SQLite store can be used before anything is written to it.
+
+    A new store is built aside and renamed into place under a lock, so an interrupted or
+    concurrent first use never leaves a half-built store; a half-built or damaged one gets a
+    one-line :class:`StoreError` naming the fix; with ``create=False`` (commands that only read) a
+    missing store is an error, never a new empty one. Other URIs are left to MLflow."""
+    path = _sqlite_path(uri)
+    if path is None:
+        return
+    if not path.exists():
+        if not create:
+            raise StoreError(f"no MLflow store at {path} (a mistyped --tracking-uri or MLFLOW_TRACKING_URI?)")
+        with _quiet_mlflow():
+            _create_sqlite_store(path)
+    try:
+        with _quiet_mlflow():  # its own log lines (table creation, a caught SQL error's traceback) are ours to word
+            MlflowClient(tracking_uri=uri).search_experiments(max_results=1)
+    except Exception as exc:  # noqa: BLE001 - any failure here means the store is unusable
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise StoreError(f"the MLflow store {path} cannot be used ({first}); if an earlier first use was "
+                         f"interrupted, move it aside (mv {path} {path}.broken) and run again") from None
+
+
+@contextmanager
+def _quiet_mlflow():
+    loggers = [logging.getLogger(name) for name in ("mlflow", "alembic")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+
+
+def _create_sqlite_store(path: Path) -> None:
+    import fcntl
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.parent / f".{path.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # a second first use waits here, then finds the store built
+        if path.exists():
+            return
+        tmp = path.parent / f".{path.name}.{os.getpid()}.building"
+        tmp.unlink(missing_ok=True)
+        try:
+            MlflowClient(tracking_uri=f"sqlite:///{tmp}").search_experiments(max_results=1)  # creates the tables
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
 
 
 def _process_start(pid: int) -> str:
@@ -74,8 +161,9 @@ class MlflowTracker:
     """
 
     def __init__(self, tracking_uri: str, artifact_root: str | os.PathLike | None = None,
-                 flush_seconds: float = 3.0):
+                 flush_seconds: float = 3.0, create: bool = True):
         self.tracking_uri = tracking_uri
+        open_store(tracking_uri, create)
         self.client = MlflowClient(tracking_uri=tracking_uri)
         self.artifact_root = Path(artifact_root).resolve() if artifact_root else None
         self.flush_seconds = flush_seconds
