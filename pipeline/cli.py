@@ -497,8 +497,9 @@ class ValueList(click.ParamType):
                    "not the gradient test, end the race]")
 @click.option("--max-passes", type=click.IntRange(min=1), default=600, show_default=True,
               help="Budget per method and problem, in data passes.")
-@click.option("--max-seconds", type=Finite(min=0, min_open=True), default=10.0, show_default=True,
-              help="Wall-time safety net per method and problem.")
+@click.option("--max-seconds", type=Finite(min=0, min_open=True), default=30.0, show_default=True,
+              help="Wall-time safety net per method and problem (set so that the passes budget, which is the "
+                   "same on any machine, ends every run of the default suite here).")
 @click.option("--reference-passes", type=click.IntRange(min=1), default=2000, show_default=True,
               help="Budget of each phase of the reference solve (L-BFGS, then Newton-CG) per problem, in passes.")
 @click.option("--split-seed", type=int, default=0, show_default=True)
