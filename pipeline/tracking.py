@@ -44,6 +44,36 @@ os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "4")
 
 
+@contextmanager
+def _uninterrupted():
+    """Hold SIGINT, SIGTERM and SIGHUP while a write to the store runs, and deliver them after it.
+
+    A signal that lands inside an SQLite transaction leaves it open, holding the database lock, and
+    the cleanup that marks the runs KILLED then waits on that lock (about 60 s, then errors). Here
+    the write completes (or fails) first; the held signal is then handled as it would have been."""
+    import signal as _signal
+    import threading
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held: list[int] = []
+    sigs = (_signal.SIGINT, _signal.SIGTERM, _signal.SIGHUP)
+    previous = {sig: _signal.signal(sig, lambda signum, _frame: held.append(signum)) for sig in sigs}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            _signal.signal(sig, handler)
+        if held:
+            handler = previous[held[0]]
+            if callable(handler):
+                handler(held[0], None)
+            elif handler == _signal.SIG_DFL and held[0] == _signal.SIGINT:
+                raise KeyboardInterrupt
+            elif handler == _signal.SIG_DFL:
+                _signal.raise_signal(held[0])
+
+
 class StoreError(Exception):
     """The MLflow store or server cannot be used: one line saying what is wrong and what to do."""
 
@@ -195,7 +225,8 @@ class MlflowTracker:
         all_tags = {"mlflow.runName": name, **process_tags(), **(tags or {})}
         if parent_id:
             all_tags["mlflow.parentRunId"] = parent_id
-        run = self.client.create_run(self.experiment_id, tags=all_tags, run_name=name)
+        with _uninterrupted():
+            run = self.client.create_run(self.experiment_id, tags=all_tags, run_name=name)
         run_id = run.info.run_id
         status = "FAILED"
         try:
@@ -215,7 +246,8 @@ class MlflowTracker:
                 status = "FAILED" if status == "FINISHED" else status
                 raise
             finally:
-                self.client.set_terminated(run_id, status)
+                with _uninterrupted():
+                    self.client.set_terminated(run_id, status)
 
     def repair(self) -> list[str]:
         """Mark FAILED the RUNNING runs of this host whose process is gone (SIGKILL, power loss):
@@ -241,17 +273,20 @@ class MlflowTracker:
         from mlflow.entities import Param
         items = [Param(str(k), str(v)[:6000]) for k, v in params.items()]
         for start in range(0, len(items), 100):
-            self.client.log_batch(run_id, params=items[start:start + 100])
+            with _uninterrupted():
+                self.client.log_batch(run_id, params=items[start:start + 100])
 
     def log_metrics(self, run_id: str, metrics: dict, step: int = 0) -> None:
         now = int(time.time() * 1000)
         items = [Metric(k, v, now, step) for k, v in _finite(metrics).items()]
         for start in range(0, len(items), 1000):
-            self.client.log_batch(run_id, metrics=items[start:start + 1000])
+            with _uninterrupted():
+                self.client.log_batch(run_id, metrics=items[start:start + 1000])
 
     def set_tags(self, run_id: str, tags: dict) -> None:
         for k, v in tags.items():
-            self.client.set_tag(run_id, k, str(v))
+            with _uninterrupted():
+                self.client.set_tag(run_id, k, str(v))
 
     def curve_listener(self, run_id: str, f_star: float | None = None):
         """A :class:`pipeline.optim.Monitor` listener that buffers the curves of ``run_id``
@@ -273,8 +308,9 @@ class MlflowTracker:
         is written, so a failed or interrupted write loses nothing that a later flush can send."""
         items = self._buffer.get(run_id, [])
         while items:
-            self.client.log_batch(run_id, metrics=items[:1000])
-            del items[:1000]
+            with _uninterrupted():  # a signal mid-transaction would keep the lock the cleanup needs
+                self.client.log_batch(run_id, metrics=items[:1000])
+                del items[:1000]
         self._buffer.pop(run_id, None)
         self._last_flush = time.monotonic()
 
