@@ -42,6 +42,18 @@ def statuses(db: Path) -> dict[str, str]:
         return dict(con.execute("select name, status from runs"))
 
 
+def wait_running(db: Path, seconds: float = 90) -> None:
+    """Until the store at ``db`` has a RUNNING run named gd (the fit has started)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        try:
+            if statuses(db).get("gd") == "RUNNING":
+                return
+        except sqlite3.Error:  # the store is still being created
+            pass
+
+
 def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="recsys-faults-"))
     data = work / "small" / "u.data"
@@ -155,14 +167,7 @@ def main() -> int:
             proc = subprocess.Popen(RECSYS + ["compare", "--tracking-uri", f"sqlite:///{db}", "--optimizers", "gd",
                                               "--gtol", "0", "--max-passes", "100000000", "--max-seconds", "120"] + base,
                                     cwd=work, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-            deadline = time.monotonic() + 90
-            while time.monotonic() < deadline:
-                time.sleep(0.5)
-                try:
-                    if statuses(db).get("gd") == "RUNNING":
-                        break
-                except sqlite3.Error:
-                    pass
+            wait_running(db)
             time.sleep(4)  # a flush or two of curve points
             proc.send_signal(sig)
             proc.communicate(timeout=60)
@@ -179,14 +184,7 @@ def main() -> int:
         proc = subprocess.Popen(RECSYS + ["compare", "--tracking-uri", uri, "--optimizers", "gd", "--gtol", "0",
                                           "--max-passes", "100000000", "--max-seconds", "120"] + base,
                                 cwd=work, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            time.sleep(0.5)
-            try:
-                if statuses(db).get("gd") == "RUNNING":
-                    break
-            except sqlite3.Error:
-                pass
+        wait_running(db)
         proc.kill()
         proc.wait()
         p, _ = run(["runs", "repair", "--tracking-uri", uri], work)
