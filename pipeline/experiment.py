@@ -479,7 +479,6 @@ def study(cfg: RunConfig, datasets: list[str], ranks: list[int], regs: list[floa
 
     def run_suite(parent_id):
         loaded: dict[str, tuple] = {}
-        warmed: set = set()
         for j, (dataset, rank, reg, seed) in enumerate(suite):
             pcfg = replace(cfg, data=replace(cfg.data, dataset=dataset), seed=seed,
                            model=replace(cfg.model, rank=rank, reg=reg))
@@ -488,9 +487,8 @@ def study(cfg: RunConfig, datasets: list[str], ranks: list[int], regs: list[floa
                 loaded[dataset] = (ratings, splits[0])
             ratings, split = loaded[dataset]
             prep = prepare_split(split, ratings, pcfg, seed)
-            if rank not in warmed:
-                warm_up(prep.objective)
-                warmed.add(rank)
+            if j == 0:
+                warm_up(prep.objective)  # the kernels' types do not depend on the rank: once serves all
             t0 = time.perf_counter()
             prep.reference = reference_for(prep, pcfg, reference_passes)
             label = f"{ratings.name}-k{rank}-reg{reg:g}-seed{seed}"

@@ -208,7 +208,7 @@ SHOWN = [("optimizer", "optimizer", lambda r, c: str(r[c])),
 
 
 def _cells(frame: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
-    rows = [row._asdict() if hasattr(row, "_asdict") else row for row in frame.to_dict("records")]
+    rows = frame.to_dict("records")
     headers = [h for h, _, _ in SHOWN]
     return headers, [[fmt(row, col) for _, col, fmt in SHOWN] for row in rows]
 

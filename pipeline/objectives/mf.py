@@ -391,10 +391,7 @@ class BiasedMF:
         command of a fresh clone compiles); returns the seconds it took."""
         import time
         t0 = time.perf_counter()
-        users, items = np.divmod(np.arange(12), 3)
-        tiny = Ratings(users=users.astype(np.int32), items=items.astype(np.int32), ratings=np.arange(12) % 5 + 1.0,
-                       user_ids=np.arange(4), item_ids=np.arange(3), rating_scale=(1.0, 5.0), name="compile")
-        BiasedMF(tiny, rank=2, kernel="numba").warm_up()
+        BiasedMF(_tiny_ratings(), rank=2, kernel="numba").warm_up()
         return time.perf_counter() - t0
 
     def warm_up(self) -> None:
@@ -405,9 +402,7 @@ class BiasedMF:
         if self.kernel != "numba":
             return
         rng = np.random.default_rng(0)
-        users, items = np.divmod(np.arange(12), 3)  # 4 users x 3 items, every pair rated
-        tiny = Ratings(users=users.astype(np.int32), items=items.astype(np.int32), ratings=rng.integers(1, 6, 12) * 1.0,
-                       user_ids=np.arange(4), item_ids=np.arange(3), rating_scale=(1.0, 5.0), name="warm-up")
+        tiny = _tiny_ratings()
         mf = BiasedMF(tiny, rank=self.rank, reg=max(self.reg, 0.1), reg_bias=max(self.reg_bias, 0.1),
                       weighting=self.weighting, kernel="numba")
         x = mf.init(rng)
@@ -418,7 +413,7 @@ class BiasedMF:
         mf.als_sweep(x)
         if self.weighting == "count":
             mf.sgd_epoch(x, 0.01, rng)
-        mf.predict(x, users, items)
+        mf.predict(x, tiny.users, tiny.items)
 
     # -- prediction -----------------------------------------------------------------------------
     def predict(self, x: np.ndarray, users: np.ndarray, items: np.ndarray) -> np.ndarray:
@@ -441,3 +436,10 @@ class BiasedMF:
     def describe(self) -> dict:
         return {"model": "biased-mf", "kernel": self.kernel, "rank": self.rank, "reg": self.reg, "reg_bias": self.reg_bias,
                 "weighting": self.weighting, "init_scale": self.init_scale, "n_params": self.n_params}
+
+
+def _tiny_ratings() -> Ratings:
+    """4 users x 3 items, every pair rated: the problem the kernels are compiled on."""
+    users, items = np.divmod(np.arange(12), 3)
+    return Ratings(users=users.astype(np.int32), items=items.astype(np.int32), ratings=np.arange(12) % 5 + 1.0,
+                   user_ids=np.arange(4), item_ids=np.arange(3), rating_scale=(1.0, 5.0), name="warm-up")
