@@ -21,17 +21,27 @@ from pathlib import Path
 RECSYS = [sys.executable, "-m", "pipeline"]
 
 
-def run(args, cwd, env=None, timeout=120):
+def run(args, cwd, env=None, timeout=120, prefix=(), preexec_fn=None):
     t0 = time.monotonic()
-    p = subprocess.run(RECSYS + args, cwd=cwd, capture_output=True, text=True, timeout=timeout,
-                       env={**os.environ, **(env or {})})
+    p = subprocess.run(list(prefix) + RECSYS + args, cwd=cwd, capture_output=True, text=True, timeout=timeout,
+                       env={**os.environ, **(env or {})}, preexec_fn=preexec_fn)
     return p, time.monotonic() - t0
+
+
+def read_only(folder: Path) -> list[str]:
+    """A command prefix that runs with ``folder`` read-only (a read-only bind mount in a private
+    mount namespace for root, whom file modes do not stop; the folder's mode for anyone else)."""
+    if os.geteuid() != 0:
+        folder.chmod(0o555)
+        return []
+    return ["unshare", "--mount", "--propagation", "private", "sh", "-c",
+            'mount --bind "$0" "$0" && mount -o remount,bind,ro "$0" && exec "$@"', str(folder)]
 
 
 def one_line(p, code, text):
     """Exit ``code`` and one error line holding ``text``. Click's own "Usage: ... Try ... --help"
     framing around a bad option is not counted: the error itself is the one line."""
-    framing = ("note:", "Usage:", "Try '")
+    framing = ("note:", "Usage:", "Try '", "dataset ", "kernels ", "reference optimum", "one pass costs")
     lines = [line for line in p.stderr.splitlines() if line.strip() and not line.startswith(framing)]
     ok = p.returncode == code and len(lines) == 1 and text in lines[0] and "Traceback" not in p.stderr
     return ok, f"exit {p.returncode}: {lines[-1] if lines else '(nothing on stderr)'}"
@@ -152,6 +162,44 @@ def main() -> int:
         errs = [p.communicate(timeout=300)[1] for p in procs]
         ok = all(p.returncode == 0 for p in procs)
         return ok, f"exit codes {[p.returncode for p in procs]}" + ("" if ok else f"; {errs[0].strip()[-200:]}")
+
+    @case("a full disk (file size limit) mid-fit: one line, no run left open")
+    def _():
+        import resource
+        db = work / "full.db"
+        subprocess.run(RECSYS + ["runs", "repair", "--tracking-uri", f"sqlite:///{db}"], capture_output=True)
+        room = db.stat().st_size + 40_000
+
+        def little_room():
+            signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+            resource.setrlimit(resource.RLIMIT_FSIZE, (room, room))
+        p, _ = run(["compare", "--tracking-uri", f"sqlite:///{db}", "--max-passes", "3000"] + base, work,
+                   preexec_fn=little_room)
+        ok, what = one_line(p, 1, "is its disk full?")
+        st = statuses(db)
+        return ok and "RUNNING" not in st.values(), f"{what}; runs {st}"
+
+    @case("a read-only store")
+    def _():
+        folder = work / "ro-store"
+        folder.mkdir()
+        subprocess.run(RECSYS + ["runs", "repair", "--tracking-uri", f"sqlite:///{folder / 'mlflow.db'}"],
+                       capture_output=True)
+        return one_line(run(["compare", "--tracking-uri", f"sqlite:///{folder / 'mlflow.db'}", "--max-passes", "50"]
+                            + base, work, prefix=read_only(folder))[0], 1, "attempt to write a readonly database")
+
+    @case("a read-only artifact folder: one line, runs FAILED")
+    def _():
+        db, artifacts = work / "ro-art.db", work / "ro-art"
+        artifacts.mkdir()
+        subprocess.run([sys.executable, "-c", "import sys; from mlflow.tracking import MlflowClient; "
+                        "MlflowClient(sys.argv[1]).create_experiment('small', artifact_location=sys.argv[2])",
+                        f"sqlite:///{db}", (artifacts / "small").as_uri()], capture_output=True, check=True)
+        p, _ = run(["compare", "--tracking-uri", f"sqlite:///{db}", "--max-passes", "50"] + base, work,
+                   prefix=read_only(artifacts))
+        ok, what = one_line(p, 1, "Read-only file system" if os.geteuid() == 0 else "Permission denied")
+        st = statuses(db)
+        return ok and "FAILED" in st.values() and "RUNNING" not in st.values(), f"{what}; runs {st}"
 
     @case("ALS on a zero penalty fails alone")
     def _():

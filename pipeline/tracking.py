@@ -91,7 +91,18 @@ def store_problem(exc: BaseException) -> str | None:
             why = ("connection refused" if "refused" in text else "timed out" if "timed out" in text.lower()
                    else "no answer")
             return f"no MLflow tracking server answers at {server.group(1)} ({why}): start it, or check --tracking-uri"
+        # SQLAlchemy's (or MLflow's wrapping) first line can be a note on autoflush; the database
+        # driver's error, somewhere down the chain, says what happened
         first = (text.strip().splitlines() or [type(exc).__name__])[0]
+        link: BaseException | None = exc
+        while link is not None:
+            if isinstance(link, sqlalchemy.exc.DBAPIError) and link.orig is not None:
+                first = str(link.orig)
+                break
+            link = link.__cause__ or link.__context__
+        if re.search(r"disk is full|disk I/O error|No space left|File too large", text):
+            return (f"the MLflow store failed: {first[:200]} (is its disk full? free space, run again, "
+                    f"then `recsys runs repair` marks any run left open)")
         return f"the MLflow store failed: {first[:200]}"
     return None
 
@@ -113,8 +124,12 @@ def open_store(uri: str, create: bool = True) -> None:
     if not path.exists():
         if not create:
             raise StoreError(f"no MLflow store at {path} (a mistyped --tracking-uri or MLFLOW_TRACKING_URI?)")
-        with _quiet_mlflow():
-            _create_sqlite_store(path)
+        try:
+            with _quiet_mlflow():
+                _create_sqlite_store(path)
+        except OSError as exc:
+            raise StoreError(f"cannot create the MLflow store {path} ({exc.strerror or exc}): "
+                             f"choose a folder you can write with --tracking-uri") from None
     try:
         with _quiet_mlflow():  # its own log lines (table creation, a caught SQL error's traceback) are ours to word
             MlflowClient(tracking_uri=uri).search_experiments(max_results=1)
@@ -193,6 +208,9 @@ class MlflowTracker:
     def __init__(self, tracking_uri: str, artifact_root: str | os.PathLike | None = None,
                  flush_seconds: float = 3.0, create: bool = True):
         self.tracking_uri = tracking_uri
+        # MLflow logs the traceback of every SQL error it then re-raises; store_problem words the
+        # error once, so its log line would only bury that one line under 40 lines of traceback.
+        logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
         open_store(tracking_uri, create)
         self.client = MlflowClient(tracking_uri=tracking_uri)
         self.artifact_root = Path(artifact_root).resolve() if artifact_root else None

@@ -183,3 +183,52 @@ def test_runs_of_a_process_that_is_gone_are_repaired(tracking_uri, tmp_path):
     assert tracker.run_info(orphan).info.status == "FAILED"
     assert tracker.run_info(orphan).data.tags["recsys.repaired"] == "its process is gone"
     assert tracker.run_info(alive).data.tags["recsys.pid"] == str(__import__("os").getpid())
+
+
+def test_ctrl_c_inside_a_store_transaction_keeps_the_points_and_frees_the_lock(tracking_uri, tmp_path):
+    """SIGINT delivered while a metric batch is inside its SQLite transaction (issue 12, finding 2):
+    the write completes before the interrupt is handled, so at the moment the interrupt surfaces
+    the points are committed and no lock is held for the cleanup (or another process) to wait on;
+    the run then ends KILLED."""
+    import os
+    import signal
+    import sqlite3
+    from sqlalchemy import event
+    from pipeline.optim import IterationRecord
+    tracker = MlflowTracker(tracking_uri, flush_seconds=1e9)
+    tracker.use_experiment("interrupted")
+    engine = tracker.client._tracking_client.store.engine
+    armed = []
+
+    def interrupt_inside_the_transaction(_conn):
+        if armed:
+            armed.clear()
+            os.kill(os.getpid(), signal.SIGINT)  # lands before COMMIT
+
+    def seen_by_another_connection(run_id):
+        other = sqlite3.connect(tracking_uri[len("sqlite:///"):], timeout=0.5)
+        try:
+            other.execute("BEGIN IMMEDIATE")  # "database is locked" while the interrupted transaction holds it
+            other.rollback()
+            return other.execute("SELECT count(*) FROM metrics WHERE run_uuid = ? AND key = 'train_loss'",
+                                 (run_id,)).fetchone()[0]
+        finally:
+            other.close()
+    event.listen(engine, "commit", interrupt_inside_the_transaction)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            with tracker.run("gd") as rid:
+                listen = tracker.curve_listener(rid)
+                for k in range(7):
+                    listen("gd", IterationRecord(k, 1.0 / (k + 1), 1.0, 1.0, 0.1 * k, k, k, 0, 0.9, k))
+                armed.append(True)
+                try:
+                    tracker.flush(rid)
+                except KeyboardInterrupt:
+                    assert seen_by_another_connection(rid) == 7
+                    raise
+                raise AssertionError("the interrupt was not delivered")
+    finally:
+        event.remove(engine, "commit", interrupt_inside_the_transaction)
+    assert tracker.run_info(rid).info.status == "KILLED"
+    assert [m.step for m in tracker.client.get_metric_history(rid, "train_loss")] == list(range(7))
