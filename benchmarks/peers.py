@@ -38,8 +38,8 @@ from pipeline.optim import StoppingRule, minimize
 # 1M synthetic: `recsys data synth --users 6040 --items 3706 --ratings 1000000 --seed 1` then
 # `recsys sweep --fractions 0.72,0.08,0.2 --optimizer newton-cg --ranks 5,10,20 --regs 0.02,0.05,0.1
 # --max-iter 30 --patience 3` (winner rank 5, reg 0.02, validation RMSE 0.7657).
-OURS = {"movielens": ModelConfig(rank=50, reg=0.12, reg_bias=0.05),
-        "synthetic": ModelConfig(rank=5, reg=0.02, reg_bias=0.05)}
+OURS = {"movielens": ModelConfig.of("mf", rank=50, reg=0.12, reg_bias=0.05),
+        "synthetic": ModelConfig.of("mf", rank=5, reg=0.02, reg_bias=0.05)}
 
 
 def compare(label: str, ratings, model: ModelConfig, peers_python: str, seed: int, repeat: int) -> None:
@@ -66,7 +66,7 @@ def compare(label: str, ratings, model: ModelConfig, peers_python: str, seed: in
     test = split.test
     ours_first = float("inf")
     for optimizer in ("als", "newton-cg"):
-        name = f"ours: {optimizer} (rank {model.rank}, reg {model.reg:g}, reg_bias {model.reg_bias:g})"
+        name = f"ours: {optimizer} (rank {model.hyper.rank}, reg {model.hyper.reg:g}, reg_bias {model.hyper.reg_bias:g})"
         score = lambda x, f: evaluate.rmse(evaluate.clip(f.predict(x, test.users, test.items), (lo, hi)),  # noqa: E731
                                            test.ratings)
         runs = []

@@ -207,30 +207,56 @@ def split_options(f):
     return f
 
 
+def _hyperparameters() -> dict[str, list]:
+    """Each hyperparameter name across the registered models -> [(spec, field), ...]."""
+    from pipeline.objectives import MODELS
+    merged: dict[str, list] = {}
+    for spec in MODELS.values():
+        for f in spec.hyperparameters():
+            merged.setdefault(f.name, []).append((spec, f))
+    return merged
+
+
+def _hyper_option(name: str, owners: list):
+    """``--rank`` and the like, made from the models' hyperparameter fields: type and range from
+    the field, no default here (the chosen model's own default applies, named in the help)."""
+    first = owners[0][1]
+    meta, kind = first.metadata, type(first.default)
+    if meta.get("choices"):
+        kind_type = click.Choice(meta["choices"])
+    elif kind is int:
+        kind_type = click.IntRange(min=meta["low"])
+    else:
+        kind_type = Finite(min=meta["low"], min_open=meta["low_open"])
+    helps = list(dict.fromkeys(f.metadata["help"] for _, f in owners))
+    text = helps[0] if len(helps) == 1 else "; ".join(f"{s.name}: {f.metadata['help']}" for s, f in owners)
+    defaults = "; ".join(f"{s.name}: {f.default}" for s, f in owners)
+    return click.option(f"--{name.replace('_', '-')}", name, type=kind_type, default=None,
+                        help=f"{text} [default {defaults}]")
+
+
 def model_options(f):
     from pipeline.objectives import MODELS
-    opts = [
-        click.option("--model", type=click.Choice(list(MODELS)), default="mf", show_default=True,
-                     help="mf: biased matrix factorization; logreg: logistic regression on user and item "
-                          "indicators predicting rating >= --threshold (RMSE is then the root Brier score)."),
-        click.option("--threshold", type=Finite(), default=4.0, show_default=True,
-                     help="logreg: ratings at or above this are the positive class."),
-        click.option("--seed", type=int, default=0, show_default=True, help="Seed of the starting point."),
-        click.option("--rank", type=click.IntRange(min=1), default=ModelConfig.rank, show_default=True,
-                     help="Number of latent factors k."),
-        click.option("--reg", type=Finite(min=0), default=ModelConfig.reg, show_default=True,
-                     help="Factor penalty lambda (see --weighting)."),
-        click.option("--reg-bias", type=Finite(min=0), default=ModelConfig.reg_bias, show_default=True,
-                     help="Bias penalty lambda_b."),
-        click.option("--weighting", type=click.Choice(WEIGHTINGS), default=ModelConfig.weighting, show_default=True,
-                     help="Penalty weights: 'count' weights each user/item by its number of training ratings "
-                          "(what SGD and ALS-WR minimize); 'none' is plain L2."),
-        click.option("--init-scale", type=Finite(min=0, min_open=True), default=ModelConfig.init_scale,
-                     show_default=True, help="Standard deviation of the random starting factors."),
-    ]
-    for opt in reversed(opts):
-        f = opt(f)
-    return f
+    opts = [click.option("--model", type=click.Choice(list(MODELS)), default="mf", show_default=True,
+                         help="; ".join(f"{name}: {spec.summary}" for name, spec in MODELS.items()) + "."),
+            click.option("--seed", type=int, default=0, show_default=True, help="Seed of the starting point.")]
+    opts += [_hyper_option(name, owners) for name, owners in _hyperparameters().items()]
+    return _apply(f, opts)
+
+
+def _model_config(kw: dict) -> ModelConfig:
+    """The chosen model's hyperparameters from the options; one given on the command line that the
+    model does not have is an error (a config file's shared defaults may name others)."""
+    from pipeline.objectives import model_spec
+    spec = model_spec(kw.get("model") or "mf")
+    own = {f.name for f in spec.hyperparameters()}
+    ctx = click.get_current_context(silent=True)
+    for name in _hyperparameters():
+        if name not in own and kw.get(name) is not None and ctx is not None and \
+                ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE:
+            raise InputError(f"--{name.replace('_', '-')} is not a hyperparameter of --model {spec.name} "
+                             f"(its: {', '.join('--' + n.replace('_', '-') for n in own) or 'none'})")
+    return ModelConfig(spec.name, spec.make(**{n: kw[n] for n in own if kw.get(n) is not None}))
 
 
 def run_options(f):
@@ -292,8 +318,7 @@ def _data_config(kw: dict) -> DataConfig:
 def _config(kw: dict, optimizers) -> RunConfig:
     return RunConfig(
         data=_data_config(kw),
-        model=ModelConfig(model=kw.get("model", "mf"), rank=kw["rank"], reg=kw["reg"], reg_bias=kw["reg_bias"],
-                          weighting=kw["weighting"], init_scale=kw["init_scale"], threshold=kw.get("threshold", 4.0)),
+        model=_model_config(kw),
         rule=StoppingRule(gtol=kw.get("gtol", 1e-5), max_iter=kw.get("max_iter"),
                           max_seconds=kw.get("max_seconds"), patience=kw.get("patience"),
                           max_passes=kw.get("max_passes")),
@@ -490,8 +515,8 @@ class ValueList(click.ParamType):
 @click.option("--regs", type=ValueList(_finite_float, "finite number"), default="0.02,0.1", show_default=True)
 @click.option("--seeds", "seed_list", type=ValueList(int, "integer"), default="0,1,2", show_default=True,
               help="Starting points per (dataset, rank, reg).")
-@click.option("--reg-bias", type=Finite(min=0), default=ModelConfig.reg_bias, show_default=True)
-@click.option("--weighting", type=click.Choice(WEIGHTINGS), default=ModelConfig.weighting, show_default=True)
+@click.option("--reg-bias", type=Finite(min=0), default=ModelConfig().hyper.reg_bias, show_default=True)
+@click.option("--weighting", type=click.Choice(WEIGHTINGS), default=ModelConfig().hyper.weighting, show_default=True)
 @click.option("--gtol", type=Finite(min=0), default=1e-10, show_default=True,
               help="Stop a method at ||g||/||g0|| <= GTOL [default: as tight as the reference, so the targets, "
                    "not the gradient test, end the race]")
@@ -519,7 +544,7 @@ def study(datasets, optimizers, ranks, regs, seed_list, reg_bias, weighting, gto
     if min(ranks) < 1 or min(regs) < 0:
         raise InputError("bad suite: ranks >= 1 and penalties >= 0")
     cfg = RunConfig(data=DataConfig(seed=split_seed, data_dir=data_dir, cache=cache),
-                    model=ModelConfig(reg_bias=reg_bias, weighting=weighting),
+                    model=ModelConfig.of("mf", reg_bias=reg_bias, weighting=weighting),
                     rule=StoppingRule(gtol=gtol, max_passes=max_passes, max_seconds=max_seconds),
                     optimizers=tuple(optimizers))
     tracker = _tracker({"no_tracking": no_tracking, "tracking_uri": tracking_uri})
@@ -624,7 +649,7 @@ def report(run_id, experiment, out_dir, tracking_uri):
 def recommend(model_uri, user_ids, users_file, n, tracking_uri):
     """Top-n items each user has not rated in training, from a logged model (titles when known).
 
-    Unknown users get the fallback ranking: items by global mean plus item bias.
+    Unknown users get the model's fallback ranking (for MF: global mean plus item bias).
     """
     import mlflow
     users = list(user_ids)

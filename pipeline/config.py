@@ -17,10 +17,12 @@ from __future__ import annotations
 import difflib
 import os
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 from pipeline.data.readers import ReadOptions
+from pipeline.objectives import model_spec
 from pipeline.optim.base import StoppingRule
 
 DEFAULT_OPTIMIZERS = ("gd", "gd-bb", "newton-cg", "lbfgs", "als")
@@ -28,14 +30,31 @@ DEFAULT_OPTIMIZERS = ("gd", "gd-bb", "newton-cg", "lbfgs", "als")
 
 @dataclass(frozen=True)
 class ModelConfig:
-    model: str = "mf"          # mf (biased matrix factorization) or logreg (rating >= threshold)
-    rank: int = 10
-    reg: float = 0.1
-    reg_bias: float = 0.1
-    weighting: str = "count"
-    init_scale: float = 0.1
-    kernel: str = "auto"       # mf: numba fast path or numpy reference
-    threshold: float = 4.0     # logreg: the positive class is rating >= threshold
+    """A model (a name in ``pipeline.objectives.MODELS``) and its hyperparameters (that model's
+    dataclass; its defaults when not given)."""
+
+    model: str = "mf"
+    hyper: Any = None
+
+    def __post_init__(self):
+        spec = model_spec(self.model)
+        if self.hyper is None:
+            object.__setattr__(self, "hyper", spec.make())
+        elif not isinstance(self.hyper, spec.hyper):
+            raise TypeError(f"hyperparameters of {type(self.hyper).__name__} given for model {self.model}")
+
+    @classmethod
+    def of(cls, model: str = "mf", **values) -> "ModelConfig":
+        """``ModelConfig.of("mf", rank=20)``: the named hyperparameters over the model's defaults."""
+        return cls(model, model_spec(model).make(**values))
+
+    def with_values(self, **values) -> "ModelConfig":
+        """A copy with some hyperparameters changed (an unknown name is a ValueError)."""
+        return ModelConfig(self.model, model_spec(self.model).make(**{**asdict(self.hyper), **values}))
+
+    def params(self) -> dict:
+        """What every run logs about the model: its name and each hyperparameter."""
+        return {"model": self.model, **asdict(self.hyper)}
 
 
 @dataclass(frozen=True)

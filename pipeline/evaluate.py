@@ -40,12 +40,12 @@ def mae(pred: np.ndarray, truth: np.ndarray) -> float:
 def score(predict: Predictor, ratings: Ratings, prefix: str, model=None) -> dict[str, float]:
     """``{prefix}_rmse`` and ``{prefix}_mae`` of ``predict`` on ``ratings`` (clipped).
 
-    A model may define what it predicts: ``model.target(ratings)`` (default: the rating) and
-    ``model.output_range(scale)`` (default: the rating scale). For logistic regression the target
-    is the 0/1 label, so RMSE is the root Brier score.
+    A model says what it predicts (the objective protocol): ``model.target(ratings)`` and
+    ``model.output_range(scale)``; without a model, the rating and its scale. For logistic
+    regression the target is the 0/1 label, so RMSE is the root Brier score.
     """
-    truth = model.target(ratings.ratings) if hasattr(model, "target") else ratings.ratings
-    bounds = model.output_range(ratings.rating_scale) if hasattr(model, "output_range") else ratings.rating_scale
+    truth = ratings.ratings if model is None else model.target(ratings.ratings)
+    bounds = ratings.rating_scale if model is None else model.output_range(ratings.rating_scale)
     pred = clip(predict(ratings.users, ratings.items), bounds)
     return {f"{prefix}_rmse": rmse(pred, truth), f"{prefix}_mae": mae(pred, truth)}
 

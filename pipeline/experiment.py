@@ -26,20 +26,23 @@ from pipeline import evaluate, race, report
 from pipeline.config import DataConfig, RunConfig
 from pipeline.data import (DataError, Ratings, Split, cache_folder, filter_min_counts, load_dataset, load_predefined,
                            make_splits)
-from pipeline.objectives import BiasedMF, build_objective
+from pipeline.objectives import build_objective, model_spec
 from pipeline.objectives.check import check_derivatives
 from pipeline.optim import REGISTRY, OptimizeResult, minimize
+from pipeline.objectives.base import Objective
 from pipeline.optim.base import Listener
+from pipeline.recommender import Recommender
 
 
 @dataclass
 class Prepared:
     ratings: Ratings
     split: Split
-    objective: BiasedMF
+    objective: Objective
     x0: np.ndarray
     seed: int = 0
     reference: race.Reference | None = None  # f* of this problem from x0 (set before the race)
+    backend: str = "local"                    # where the objective's sums run: local or dask
 
     @property
     def label(self) -> str:
@@ -85,18 +88,10 @@ def load_splits(d: DataConfig, ratings: Ratings | None = None, progress=None) ->
 
 def prepare_split(split: Split, ratings: Ratings, cfg: RunConfig, seed: int | None = None,
                   client=None) -> Prepared:
-    if client is not None:  # the dask backend: same objective, sums on the cluster
-        if cfg.model.model != "mf":
-            raise ValueError("the dask backend runs the mf model only")
-        from pipeline.distributed import DaskMF
-        m = cfg.model
-        objective = DaskMF(split.train, client, rank=m.rank, reg=m.reg, reg_bias=m.reg_bias, weighting=m.weighting,
-                           init_scale=m.init_scale, kernel=m.kernel)
-    else:
-        objective = build_objective(split.train, cfg.model)
+    objective = build_objective(split.train, cfg.model, client)
     seed = cfg.seed if seed is None else seed
     x0 = objective.init(np.random.default_rng(seed))
-    return Prepared(ratings, split, objective, x0, seed)
+    return Prepared(ratings, split, objective, x0, seed, backend="local" if client is None else "dask")
 
 
 def prepare(cfg: RunConfig, ratings: Ratings | None = None) -> Prepared:
@@ -112,13 +107,13 @@ def run_params(cfg: RunConfig, prepared: Prepared) -> dict:
     return {
         "dataset": prepared.ratings.name, "dataset_source": prepared.ratings.source,
         "split": split.method, "split_fractions": ",".join(f"{f:g}" for f in d.fractions),
-        "split_seed": d.seed, "seed": prepared.seed, **asdict(cfg.model),
+        "split_seed": d.seed, "seed": prepared.seed, **cfg.model.params(),
         "gtol": cfg.rule.gtol, "max_iter": cfg.rule.max_iter, "max_seconds": cfg.rule.max_seconds,
         "max_passes": cfg.rule.max_passes, "patience": cfg.rule.patience,
         "n_params": prepared.objective.n_params, "n_train": len(split.train),
         "n_val": len(split.validation), "n_test": len(split.test),
         "min_user_ratings": d.min_user_ratings, "min_item_ratings": d.min_item_ratings,
-        "backend": "dask" if type(prepared.objective).__name__ == "DaskMF" else "local",
+        "backend": prepared.backend,
     }
 
 
@@ -135,8 +130,7 @@ def fit(prepared: Prepared, name: str, cfg: RunConfig, listeners: tuple[Listener
     result = minimize(name, obj, prepared.x0, cfg.rule, validate=validate if len(val) else None,
                       listeners=listeners, **options)
     metrics = evaluate.score_split(lambda u, i: obj.predict(result.x, u, i), split, obj)
-    if len(split.test) and isinstance(obj, BiasedMF):
-        from pipeline.recommender import Recommender
+    if len(split.test):
         rec = Recommender.from_fit(obj, result.x, prepared.ratings, split.train)
         metrics.update(evaluate.ranking_metrics(rec.scores, split.train, split.test))
     last = result.final
@@ -163,8 +157,8 @@ def warm_up(objective) -> float:
 def reference_for(prepared: Prepared, cfg: RunConfig, reference_passes: int = race.REFERENCE_PASSES) -> race.Reference:
     """``f*`` of ``prepared``'s problem, cached under the data folder's cache (unless ``--no-cache``)."""
     tr = prepared.split.train
-    key = race.problem_key(tr.users, tr.items, tr.ratings, asdict(cfg.model), prepared.x0,
-                           type(prepared.objective).__name__, reference_passes)
+    key = race.problem_key(tr.users, tr.items, tr.ratings, cfg.model.params(), prepared.x0,
+                           prepared.backend, reference_passes)
     cache_file = cache_folder(cfg.data.data_dir) / "reference" / f"{key}.json" if cfg.data.cache else None
     return race.reference_optimum(prepared.objective, prepared.x0, cache_file, reference_passes)
 
@@ -188,16 +182,10 @@ def prepare_race(prepared: list[Prepared], cfg: RunConfig, note: Callable[[str],
 
 
 def baselines(prepared: Prepared, cfg: RunConfig) -> dict[str, dict]:
+    """The model's own baselines (its spec names them), scored like the model."""
     split = prepared.split
-    obj = prepared.objective
-    if hasattr(obj, "target"):  # a model with its own target: predict the training mean of it
-        rate = float(obj.target(split.train.ratings).mean())
-        return {"global-rate": evaluate.score_split(lambda u, i: np.full(len(u), rate), split, obj)}
-    preds = {
-        "global-mean": evaluate.global_mean_baseline(split.train),
-        "biases-only": evaluate.biases_baseline(split.train, cfg.model.reg_bias, cfg.model.weighting),
-    }
-    return {name: evaluate.score_split(p, split) for name, p in preds.items()}
+    preds = model_spec(cfg.model.model).baselines(split.train, cfg.model.hyper)
+    return {name: evaluate.score_split(p, split, prepared.objective) for name, p in preds.items()}
 
 
 def _stationary_note(prepared: Prepared, result: OptimizeResult) -> str:
@@ -250,12 +238,10 @@ def _compare_split(prepared: Prepared, cfg: RunConfig, tracker, parent_id: str |
                     note = _stationary_note(prepared, res)
                     tracker.set_tags(rid, {"stop_reason": res.reason, "stop_message": res.message,
                                            **({"stationary_note": note} if note else {})})
-                    if cfg.log_models and isinstance(prepared.objective, BiasedMF):
-                        from pipeline.recommender import Recommender
-                        from pipeline.tracking import log_recommender
-                        uri = log_recommender(tracker, rid, Recommender.from_fit(prepared.objective, res.x,
-                                                                                  prepared.ratings, prepared.split.train))
-                        tracker.set_tags(rid, {"model_uri": uri})
+                    if cfg.log_models:
+                        uri = tracker.log_model(rid, Recommender.from_fit(prepared.objective, res.x, prepared.ratings,
+                                                                          prepared.split.train),
+                                                f"{cfg.model.model}-{name}", step=res.final.iteration)
                         out.model_uris[name] = uri
             else:
                 res, m = _fit_or_fail(prepared, name, cfg, listeners)
@@ -300,7 +286,7 @@ def compare(cfg: RunConfig, tracker=None, progress: Listener | None = None,
     if on_start:
         on_start(prepared[0])
     compile_seconds, costs = prepare_race(prepared, cfg, note)
-    title = f"{ratings.name}: rank {cfg.model.rank}, reg {cfg.model.reg:g}, gtol {cfg.rule.gtol:g}"
+    title = f"{ratings.name}: {cfg.model.model}, {model_spec(cfg.model.model).describe(cfg.model.hyper)}, gtol {cfg.rule.gtol:g}"
     repeated = len(prepared) > 1
 
     def race_metrics(prep: Prepared, out: Comparison) -> dict:
@@ -481,7 +467,7 @@ def study(cfg: RunConfig, datasets: list[str], ranks: list[int], regs: list[floa
         loaded: dict[str, tuple] = {}
         for j, (dataset, rank, reg, seed) in enumerate(suite):
             pcfg = replace(cfg, data=replace(cfg.data, dataset=dataset), seed=seed,
-                           model=replace(cfg.model, rank=rank, reg=reg))
+                           model=cfg.model.with_values(rank=rank, reg=reg))
             if dataset not in loaded:
                 ratings, splits = load_splits(pcfg.data)
                 loaded[dataset] = (ratings, splits[0])
@@ -523,7 +509,7 @@ def study(cfg: RunConfig, datasets: list[str], ranks: list[int], regs: list[floa
     params = {"optimizers": ",".join(cfg.optimizers), "datasets": ",".join(datasets),
               "ranks": ",".join(map(str, ranks)), "regs": ",".join(map(str, regs)), "seeds": ",".join(map(str, seeds)),
               "gtol": cfg.rule.gtol, "max_passes": cfg.rule.max_passes, "max_seconds": cfg.rule.max_seconds,
-              "weighting": cfg.model.weighting, "problems": len(suite), "reference_passes": reference_passes}
+              **cfg.model.params(), "problems": len(suite), "reference_passes": reference_passes}
     with tracker.run("study", params, tags={"kind": "study"}) as parent_id:
         out = run_suite(parent_id)
         with tempfile.TemporaryDirectory() as tmp:
@@ -589,7 +575,7 @@ def sweep_grid(grid: dict[str, list], trials: int | None, seed: int) -> list[dic
 
 
 def _with_model(cfg: RunConfig, params: dict) -> RunConfig:
-    return replace(cfg, model=replace(cfg.model, **params))
+    return replace(cfg, model=cfg.model.with_values(**params))
 
 
 def sweep(cfg: RunConfig, grid: dict[str, list], optimizer: str, trials: int | None = None, tracker=None,

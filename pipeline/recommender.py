@@ -1,13 +1,14 @@
-"""A fitted recommender in raw ids: predictions and top-n lists (no MLflow here).
+"""A fitted model in raw ids: predictions and top-n lists, for any model (no MLflow here).
 
-It holds what a fit produced (``mu``, factors, biases), the id vocabularies, which users and items
-had training ratings, the training pairs (to leave out already-rated items) and the rating scale.
-Unknown users or items get the documented fallback, never an exception: the global mean plus any
-known bias (an unknown user of a known item gets ``mu + c_i``), clipped to the scale.
+It holds the model's scorer (``objective.scorer(x)``, see ``pipeline.objectives.serving``), the id
+vocabularies, which users and items had training ratings, the training pairs (to leave out
+already-rated items) and the range predictions are clipped to. An id training never saw reaches
+the scorer as -1 and gets the model's fallback, never an exception and never another id's row.
 """
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,48 +18,50 @@ import pandas as pd
 
 @dataclass
 class Recommender:
-    mu: float
-    P: np.ndarray
-    Q: np.ndarray
-    b: np.ndarray
-    c: np.ndarray
+    scorer: object
     user_ids: np.ndarray
     item_ids: np.ndarray
     user_known: np.ndarray
     item_known: np.ndarray
     train_users: np.ndarray
     train_items: np.ndarray
-    rating_scale: tuple[float, float]
+    rating_scale: tuple[float, float]   # what predictions are clipped to (the model's output range)
     titles: dict | None = None
 
     @classmethod
     def from_fit(cls, objective, x: np.ndarray, ratings, train) -> "Recommender":
-        P, Q, b, c = objective.unpack(np.asarray(x, dtype=np.float64))
         titles = ratings.extra.get("titles") if ratings.extra else None
-        return cls(objective.mu, P.copy(), Q.copy(), b.copy(), c.copy(), ratings.user_ids, ratings.item_ids,
-                   objective.user_counts > 0, objective.item_counts > 0, train.users.astype(np.int64),
-                   train.items.astype(np.int64), tuple(ratings.rating_scale), titles)
+        return cls(objective.scorer(np.asarray(x, dtype=np.float64)), ratings.user_ids, ratings.item_ids,
+                   np.bincount(train.users, minlength=len(ratings.user_ids)) > 0,
+                   np.bincount(train.items, minlength=len(ratings.item_ids)) > 0,
+                   train.users.astype(np.int64), train.items.astype(np.int64),
+                   tuple(objective.output_range(ratings.rating_scale)), titles)
 
-    # -- persistence (one .npz file) ----------------------------------------------------------------
+    # -- persistence (one .npz file; the scorer's class is named so any model's loads) ---------------
     def save(self, path: str | Path) -> Path:
         path = Path(path)
-        arrays = {k: getattr(self, k) for k in ("P", "Q", "b", "c", "user_known", "item_known",
-                                                "train_users", "train_items")}
-        np.savez_compressed(path, mu=self.mu, scale=np.array(self.rating_scale), user_ids=self.user_ids.astype(str),
+        kind = type(self.scorer)
+        arrays = {f"scorer_{k}": v for k, v in self.scorer.arrays().items()}
+        np.savez_compressed(path, scorer=np.array(f"{kind.__module__}:{kind.__qualname__}"),
+                            scale=np.array(self.rating_scale), user_ids=self.user_ids.astype(str),
                             item_ids=self.item_ids.astype(str), user_int=np.array(self.user_ids.dtype.kind in "iu"),
-                            item_int=np.array(self.item_ids.dtype.kind in "iu"), **arrays,
+                            item_int=np.array(self.item_ids.dtype.kind in "iu"), user_known=self.user_known,
+                            item_known=self.item_known, train_users=self.train_users, train_items=self.train_items,
                             title_keys=np.array(list((self.titles or {}).keys()), dtype=str),
-                            title_values=np.array(list((self.titles or {}).values()), dtype=str))
+                            title_values=np.array(list((self.titles or {}).values()), dtype=str), **arrays)
         return path
 
     @classmethod
     def load(cls, path: str | Path) -> "Recommender":
         z = np.load(path, allow_pickle=False)
+        module, _, name = str(z["scorer"]).partition(":")
+        kind = getattr(importlib.import_module(module), name)
+        scorer = kind.from_arrays({k[len("scorer_"):]: z[k] for k in z.files if k.startswith("scorer_")})
         uid = z["user_ids"].astype(np.int64) if bool(z["user_int"]) else z["user_ids"]
         iid = z["item_ids"].astype(np.int64) if bool(z["item_int"]) else z["item_ids"]
         titles = dict(zip(z["title_keys"].tolist(), z["title_values"].tolist())) or None
-        return cls(float(z["mu"]), z["P"], z["Q"], z["b"], z["c"], uid, iid, z["user_known"], z["item_known"],
-                   z["train_users"], z["train_items"], tuple(z["scale"].tolist()), titles)
+        return cls(scorer, uid, iid, z["user_known"], z["item_known"], z["train_users"], z["train_items"],
+                   tuple(z["scale"].tolist()), titles)
 
     # -- ids ------------------------------------------------------------------------------------------
     def _index(self, vocab: np.ndarray, raw) -> np.ndarray:
@@ -85,39 +88,27 @@ class Recommender:
         return np.where(found, pos, -1)
 
     # -- predictions ------------------------------------------------------------------------------------
+    def _known(self, index: np.ndarray, known: np.ndarray) -> np.ndarray:
+        """Inner indices, -1 where the id is unknown or had no training rating (the fallback)."""
+        return np.where((index >= 0) & known[np.maximum(index, 0)], index, -1)
+
     def predict(self, users, items) -> np.ndarray:
-        """Predicted ratings for raw id pairs, clipped to the scale; unknown ids fall back."""
-        u = self._index(self.user_ids, users)
-        i = self._index(self.item_ids, items)
-        ku = (u >= 0) & self.user_known[np.maximum(u, 0)]
-        ki = (i >= 0) & self.item_known[np.maximum(i, 0)]
-        out = np.full(len(u), self.mu)
-        out[ku] += self.b[u[ku]]
-        out[ki] += self.c[i[ki]]
-        both = ku & ki
-        out[both] += np.einsum("nk,nk->n", self.P[u[both]], self.Q[i[both]])
-        return np.clip(out, *self.rating_scale)
+        """Predictions for raw id pairs, clipped to the model's range; unknown ids fall back."""
+        u = self._known(self._index(self.user_ids, users), self.user_known)
+        i = self._known(self._index(self.item_ids, items), self.item_known)
+        return np.clip(self.scorer.predict(u, i), *self.rating_scale)
 
     def scores(self, user_index: np.ndarray) -> np.ndarray:
-        """Predicted ratings of every item for inner user indices (users x items), unclipped:
-        ``mu + b_u + c_i + p_u . Q^T`` for known users, the item part alone for unknown ones."""
-        user_index = np.asarray(user_index, np.int64)
-        known_u = self.user_known[user_index]
-        base = self.mu + np.where(self.item_known, self.c, 0.0)[None, :]
-        s = np.repeat(base, len(user_index), axis=0)
-        s[known_u] += self.b[user_index[known_u]][:, None]
-        s[np.ix_(known_u, self.item_known)] += self.P[user_index[known_u]] @ self.Q[self.item_known].T
-        return s
+        """Scores of every item for inner user indices (users x items), unclipped; a user with no
+        training rating gets the fallback row."""
+        return self.scorer.scores(self._known(np.asarray(user_index, np.int64), self.user_known))
 
     def recommend(self, users, n: int = 10) -> pd.DataFrame:
-        """Top-``n`` items per raw user id, excluding items the user rated in training; vectorized
-        over users. Unknown users get the most popular-by-bias items (the fallback)."""
+        """Top-``n`` items per raw user id, excluding items the user rated in training and items
+        nobody rated in training; vectorized over users. Unknown users get the fallback ranking."""
         users = list(users)
-        idx = self._index(self.user_ids, users)
-        rows = []
-        safe = np.where(idx >= 0, idx, 0)
-        s = self.scores(safe)
-        s[idx < 0] = self.mu + np.where(self.item_known, self.c, -np.inf)
+        idx = self._known(self._index(self.user_ids, users), self.user_known)
+        s = self.scorer.scores(idx)
         s[:, ~self.item_known] = -np.inf  # never recommend items nobody rated in training
         if not hasattr(self, "_by_user"):
             order = np.argsort(self.train_users, kind="stable")
@@ -129,6 +120,7 @@ class Recommender:
                 s[r, ti[a:b]] = -np.inf  # already rated in training
         n = min(n, s.shape[1])
         top = np.argpartition(-s, n - 1, axis=1)[:, :n]
+        rows = []
         for r, user in enumerate(users):
             cand = top[r][np.argsort(-s[r, top[r]], kind="stable")]
             cand = cand[np.isfinite(s[r, cand])]

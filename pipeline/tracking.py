@@ -332,6 +332,19 @@ class MlflowTracker:
         self._buffer.pop(run_id, None)
         self._last_flush = time.monotonic()
 
+    # -- models ---------------------------------------------------------------------------------------
+    def log_model(self, run_id: str, recommender, name: str, metrics: dict | None = None, step: int = 0) -> str:
+        """Log a fit as a LoggedModel of ``run_id``; tags the run with its URI and returns it."""
+        uri = _log_model(self, run_id, recommender, name, step)
+        self.set_tags(run_id, {"model_uri": uri})
+        return uri
+
+    def register(self, model_uri: str, name: str) -> str:
+        """Put ``model_uri`` in the Model Registry under ``name``; returns the new version."""
+        mlflow.set_tracking_uri(self.tracking_uri)
+        with _quiet_mlflow(), _uninterrupted():
+            return str(mlflow.register_model(model_uri, name).version)
+
     # -- inputs and artifacts ---------------------------------------------------------------------
     def log_dataset(self, run_id: str, frame: pd.DataFrame, name: str, source: str, context: str) -> None:
         """Record the dataset as a run input (name, digest, schema, source)."""
@@ -403,7 +416,7 @@ class MlflowTracker:
 
 
 class RecommenderModel(mlflow.pyfunc.PythonModel):
-    """The MLflow pyfunc face of :class:`pipeline.recommender.Recommender`.
+    """The MLflow pyfunc face of :class:`pipeline.recommender.Recommender` (any model).
 
     Input: a DataFrame with columns ``user`` and ``item`` (raw ids). Output: predicted ratings,
     clipped to the scale; unknown users or items get the documented fallback, never an error.
@@ -423,36 +436,43 @@ class RecommenderModel(mlflow.pyfunc.PythonModel):
 RecommenderModel.predict = RecommenderModel._predict
 
 
-def log_recommender(tracker: "MlflowTracker", run_id: str, recommender) -> str:
-    """Save ``recommender`` as an MLflow pyfunc model (with signature and input example) under the
-    run's ``model/`` artifacts; returns the URI that ``mlflow.pyfunc.load_model`` takes."""
+def _model_requirements() -> list[str]:
+    """What a logged model needs installed: published packages only (the model carries this
+    project's code itself, ``code_paths``), pinned to what fitted it."""
+    import numpy
+    import scipy
+    return [f"mlflow=={mlflow.__version__}", f"numpy=={numpy.__version__}", f"pandas=={pd.__version__}",
+            f"scipy=={scipy.__version__}"]
+
+
+def _log_model(tracker: "MlflowTracker", run_id: str, recommender, name: str, step: int = 0) -> str:
+    """``recommender`` as an MLflow LoggedModel of ``run_id`` (the experiment's Models tab, the
+    run's metrics at ``step`` linked to it): a pyfunc model with signature and input example,
+    self-contained (this package travels as ``code_paths``). Returns ``models:/<model_id>``."""
     import tempfile
-    from mlflow.models import infer_signature
+    import pipeline
+    from mlflow.models import Model, ModelSignature, infer_signature
+    from mlflow.types.schema import AnyType, ColSpec, Schema
+    # The fluent API that logs a model reads the store and the experiment from globals.
+    mlflow.set_tracking_uri(tracker.tracking_uri)
+    with _quiet_mlflow():
+        mlflow.set_experiment(experiment_id=tracker.client.get_run(run_id).info.experiment_id)
     with tempfile.TemporaryDirectory() as tmp:
         npz = recommender.save(Path(tmp) / "recommender.npz")
         example = pd.DataFrame({"user": recommender.user_ids[:3].tolist() + [recommender.user_ids[0]],
                                 "item": recommender.item_ids[:3].tolist() + [recommender.item_ids[-1]]})
-        pyfunc_log = logging.getLogger("mlflow.pyfunc")
-        level = pyfunc_log.level
-        pyfunc_log.setLevel(logging.ERROR)  # its notes on pickling and example validation are for us, not users
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                # Ids of any type: MLflow would otherwise refuse a string, float or missing id on an
-                # integer-id model with a schema error; the model itself gives such ids the fallback.
-                from mlflow.models import ModelSignature
-                from mlflow.types.schema import AnyType, ColSpec, Schema
-                outputs = infer_signature(example, recommender.predict(example["user"], example["item"])).outputs
-                signature = ModelSignature(Schema([ColSpec(AnyType(), "user"), ColSpec(AnyType(), "item")]), outputs)
-                mlflow.pyfunc.save_model(Path(tmp) / "model", python_model=RecommenderModel(),
-                                         artifacts={"recommender": str(npz)}, signature=signature,
-                                         input_example=example,
-                                         pip_requirements=[f"mlflow=={mlflow.__version__}", "numpy", "pandas",
-                                                           "recsys"])
-        finally:
-            pyfunc_log.setLevel(level)
-        tracker.client.log_artifacts(run_id, str(Path(tmp) / "model"), "model")
-    return f"runs:/{run_id}/model"
+        # Ids of any type: MLflow would otherwise refuse a string, float or missing id on an
+        # integer-id model with a schema error; the model itself gives such ids the fallback.
+        with _quiet_mlflow(), warnings.catch_warnings(), _uninterrupted():
+            warnings.simplefilter("ignore")  # its notes on schemas, pickling and examples are for us, not users
+            outputs = infer_signature(example, recommender.predict(example["user"], example["item"])).outputs
+            signature = ModelSignature(Schema([ColSpec(AnyType(), "user"), ColSpec(AnyType(), "item")]), outputs)
+            info = Model.log(artifact_path=None, name=name, flavor=mlflow.pyfunc, run_id=run_id, step=step,
+                             python_model=RecommenderModel(), artifacts={"recommender": str(npz)},
+                             code_paths=[str(Path(pipeline.__file__).parent)], signature=signature,
+                             input_example=example, pip_requirements=_model_requirements(),
+                             tags={"fit": name})
+    return info.model_uri
 
 
 def load_recommender(model_uri: str):

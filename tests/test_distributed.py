@@ -51,7 +51,7 @@ def test_same_objective_values_at_every_iteration(client, small_synthetic):
 
 
 def test_compare_on_the_dask_backend_and_als_stays_local(client, small_synthetic):
-    cfg = RunConfig(data=DataConfig(dataset="unused"), model=ModelConfig(rank=2),
+    cfg = RunConfig(data=DataConfig(dataset="unused"), model=ModelConfig.of("mf", rank=2),
                     rule=StoppingRule(gtol=1e-5, max_iter=20), optimizers=("lbfgs", "als"))
     out = experiment.compare(cfg, ratings=small_synthetic, client=client)
     reasons = dict(zip(out.table["optimizer"], out.table["reason"]))

@@ -10,7 +10,7 @@ from pipeline.optim import StoppingRule
 
 
 def cfg(**kw):
-    base = dict(data=DataConfig(dataset="unused", seed=0), model=ModelConfig(rank=3),
+    base = dict(data=DataConfig(dataset="unused", seed=0), model=ModelConfig.of("mf", rank=3),
                 rule=StoppingRule(gtol=1e-6, max_iter=60), optimizers=("gd", "newton-cg", "als"))
     return RunConfig(**{**base, **kw})
 

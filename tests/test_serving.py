@@ -36,7 +36,7 @@ def test_ranking_metrics_by_hand():
 
 
 def test_recommender_predicts_ranks_and_falls_back(small_synthetic):
-    cfg = RunConfig(data=DataConfig(dataset="unused"), model=ModelConfig(rank=3),
+    cfg = RunConfig(data=DataConfig(dataset="unused"), model=ModelConfig.of("mf", rank=3),
                     rule=StoppingRule(gtol=1e-6, max_iter=100), optimizers=("lbfgs",))
     prep = experiment.prepare(cfg, small_synthetic)
     res, metrics = experiment.fit(prep, "lbfgs", cfg)
@@ -49,7 +49,7 @@ def test_recommender_predicts_ranks_and_falls_back(small_synthetic):
     np.testing.assert_allclose(rec.predict(raw_u, raw_i), expected, rtol=1e-12)
     np.testing.assert_allclose(rec.predict(raw_u.astype(str), raw_i), expected, rtol=1e-12)  # ids as text
     fallback = rec.predict(np.array([10**9]), raw_i[:1])
-    assert fallback[0] == pytest.approx(np.clip(prep.objective.mu + rec.c[t.items[0]], 1, 5))
+    assert fallback[0] == pytest.approx(np.clip(prep.objective.mu + rec.scorer.c[t.items[0]], 1, 5))
     top = rec.recommend([raw_u[0], 10**9], n=5)
     assert len(top) == 10 and list(top["rank"][:5]) == [1, 2, 3, 4, 5]
     seen = set(prep.ratings.item_ids[prep.split.train.items[prep.split.train.users == t.users[0]]].tolist())
@@ -62,7 +62,7 @@ def test_pyfunc_round_trip_and_recommend_cli(tmp_path, small_synthetic, tracking
     from pipeline.tracking import MlflowTracker
     monkeypatch.chdir(tmp_path)
     tracker = MlflowTracker(tracking_uri, artifact_root=tmp_path / "art")
-    cfg = RunConfig(data=DataConfig(dataset="unused"), model=ModelConfig(rank=3),
+    cfg = RunConfig(data=DataConfig(dataset="unused"), model=ModelConfig.of("mf", rank=3),
                     rule=StoppingRule(gtol=1e-6, max_iter=50), optimizers=("lbfgs",))
     out = experiment.compare(cfg, tracker, ratings=small_synthetic)
     uri = out.model_uris["lbfgs"]
@@ -115,7 +115,7 @@ def test_ids_are_labels_in_serving_big_and_wrong_typed_ids_never_borrow_a_list()
 def test_recommendations_carry_titles_when_the_dataset_has_them(small_synthetic, tmp_path):
     titles = {str(i): f"Film {i}" for i in small_synthetic.item_ids}
     r = small_synthetic.__class__(**{**small_synthetic.__dict__, "extra": {"titles": titles}})
-    cfg = RunConfig(data=DataConfig(dataset="unused"), model=ModelConfig(rank=2),
+    cfg = RunConfig(data=DataConfig(dataset="unused"), model=ModelConfig.of("mf", rank=2),
                     rule=StoppingRule(gtol=1e-5, max_iter=30), optimizers=("lbfgs",))
     prep = experiment.prepare(cfg, r)
     res, _ = experiment.fit(prep, "lbfgs", cfg)

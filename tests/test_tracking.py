@@ -11,7 +11,7 @@ from pipeline.tracking import MlflowTracker
 
 
 def small_cfg(optimizers=("gd", "newton-cg", "lbfgs")):
-    return RunConfig(data=DataConfig(dataset="unused", seed=0), model=ModelConfig(rank=3, reg=0.1, reg_bias=0.1),
+    return RunConfig(data=DataConfig(dataset="unused", seed=0), model=ModelConfig.of("mf", rank=3, reg=0.1, reg_bias=0.1),
                      rule=StoppingRule(gtol=1e-5, max_iter=300, max_seconds=30), optimizers=optimizers)
 
 

@@ -1,24 +1,33 @@
-"""Objectives: the protocol optimizers see, and the models that implement it.
+"""Objectives: the protocol optimizers see, the models that implement it, and their registry.
 
-``MODELS`` maps a model name (``--model``) to a constructor ``(train, ModelConfig) -> objective``.
+``MODELS`` maps a model name (``--model``) to its :class:`ModelSpec`. Adding a model is one module
+with a ``SPEC`` and one line here (docs/adding-a-model.md).
 """
 
 from pipeline.objectives.base import Objective
-from pipeline.objectives.logreg import LogisticRatings
-from pipeline.objectives.mf import KERNELS, WEIGHTINGS, BiasedMF
+from pipeline.objectives.spec import ModelSpec, hyperparameter
+from pipeline.objectives import logreg, mf
 
-MODELS = {
-    "mf": lambda train, m: BiasedMF(train, rank=m.rank, reg=m.reg, reg_bias=m.reg_bias, weighting=m.weighting,
-                                    init_scale=m.init_scale, kernel=m.kernel),
-    "logreg": lambda train, m: LogisticRatings(train, reg=m.reg, threshold=m.threshold),
+MODELS: dict[str, ModelSpec] = {
+    "mf": mf.SPEC,
+    "logreg": logreg.SPEC,
 }
 
 
-def build_objective(train, model_config):
-    """The objective named by ``model_config.model`` on ``train``."""
-    if model_config.model not in MODELS:
-        raise ValueError(f"unknown model {model_config.model!r}; choose from {', '.join(MODELS)}")
-    return MODELS[model_config.model](train, model_config)
+def model_spec(name: str) -> ModelSpec:
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; choose from {', '.join(MODELS)}")
+    return MODELS[name]
 
 
-__all__ = ["BiasedMF", "KERNELS", "LogisticRatings", "MODELS", "Objective", "WEIGHTINGS", "build_objective"]
+def build_objective(train, model_config, client=None):
+    """The objective ``model_config`` names, on ``train`` (``client``: a Dask client, or None)."""
+    return model_spec(model_config.model).build(train, model_config.hyper, client)
+
+
+BiasedMF = mf.BiasedMF
+LogisticRatings = logreg.LogisticRatings
+KERNELS, WEIGHTINGS = mf.KERNELS, mf.WEIGHTINGS
+
+__all__ = ["BiasedMF", "KERNELS", "LogisticRatings", "MODELS", "ModelSpec", "Objective", "WEIGHTINGS",
+           "build_objective", "hyperparameter", "model_spec"]

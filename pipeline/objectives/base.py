@@ -17,6 +17,16 @@ Contract (scipy's ``fun/jac/hessp`` contract, made explicit):
     times at one ``x``).
 ``predict(x, users, items) -> ratings``
     Predictions for index pairs (what evaluation needs).
+``scorer(x) -> Scorer``
+    What the fit serves (``pipeline.objectives.serving``): predictions and every item's score per
+    user, in inner indices, -1 for an id training never saw.
+``target(ratings) -> values`` and ``output_range(rating_scale) -> (lo, hi)``
+    What predictions are scored against and clipped to; :class:`PredictsRatings` gives the
+    defaults (the rating itself, the rating scale).
+
+Optional, offered where the math allows: ``gnvp`` (Gauss-Newton product, positive
+semi-definite), ``als_sweep`` and ``sgd_epoch`` (block and stochastic methods), ``warm_up``
+(compile kernels before any clock starts).
 """
 
 from __future__ import annotations
@@ -37,3 +47,19 @@ class Objective(Protocol):
     def hessp(self, x: np.ndarray, v: np.ndarray) -> np.ndarray: ...
 
     def predict(self, x: np.ndarray, users: np.ndarray, items: np.ndarray) -> np.ndarray: ...
+
+    def scorer(self, x: np.ndarray): ...
+
+    def target(self, ratings: np.ndarray) -> np.ndarray: ...
+
+    def output_range(self, rating_scale: tuple[float, float]) -> tuple[float, float]: ...
+
+
+class PredictsRatings:
+    """Defaults for a model that predicts the rating itself: scored against it, clipped to the scale."""
+
+    def target(self, ratings: np.ndarray) -> np.ndarray:
+        return np.asarray(ratings, np.float64)
+
+    def output_range(self, rating_scale: tuple[float, float]) -> tuple[float, float]:
+        return tuple(rating_scale)

@@ -27,9 +27,18 @@ and ``lam`` times the direction added. The objective is convex (a weighted Gram 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from pipeline.data.ratings import Ratings
+from pipeline.objectives.spec import ModelSpec, constant, hyperparameter
+
+
+@dataclass(frozen=True)
+class LogRegHyper:
+    reg: float = hyperparameter(1.0, "L2 penalty lambda on every weight but the intercept.", low=0)
+    threshold: float = hyperparameter(4.0, "Ratings at or above this are the positive class.")
 
 
 def _sigmoid(z: np.ndarray) -> np.ndarray:
@@ -44,7 +53,7 @@ def _sigmoid(z: np.ndarray) -> np.ndarray:
 class LogisticRatings:
     """The objective above on a training set (see the module docstring)."""
 
-    def __init__(self, train: Ratings, reg: float = 1.0, threshold: float = 4.0, use_side: bool = True, **_ignored):
+    def __init__(self, train: Ratings, reg: float = 1.0, threshold: float = 4.0, use_side: bool = True):
         if reg < 0:
             raise ValueError(f"reg must be non-negative, got {reg}")
         if len(train) == 0:
@@ -118,6 +127,14 @@ class LogisticRatings:
         z = self._z(*self.unpack(np.asarray(x, dtype=np.float64)), np.asarray(users, np.int64), np.asarray(items, np.int64))
         return _sigmoid(z)
 
+    def scorer(self, x: np.ndarray) -> "LogisticScorer":
+        """What a fit serves: the intercept, and per user and item its indicator weight plus its
+        side features' share (so serving needs no feature tables)."""
+        w0, a, d, alpha, beta = self.unpack(np.asarray(x, dtype=np.float64).copy())
+        user_part = a + (self.U @ alpha if len(alpha) else 0.0)
+        item_part = d + (self.G @ beta if len(beta) else 0.0)
+        return LogisticScorer(float(w0), np.asarray(user_part, np.float64), np.asarray(item_part, np.float64))
+
     def target(self, ratings: np.ndarray) -> np.ndarray:
         """What predictions are scored against: the binary label."""
         return (np.asarray(ratings) >= self.threshold).astype(np.float64)
@@ -136,3 +153,56 @@ def _aligned(frame, ids: np.ndarray) -> np.ndarray:
     if frame is None or len(frame) == 0:
         return np.zeros((len(ids), 0))
     return frame.reindex(np.asarray(ids).astype(str)).fillna(0.0).to_numpy(dtype=np.float64)
+
+
+class LogisticScorer:
+    """``sigma(w0 + user part + item part)``; an unknown user or item contributes nothing, so a
+    cold pair gets ``sigma(w0)`` plus whatever part is known."""
+
+    def __init__(self, w0: float, user_part: np.ndarray, item_part: np.ndarray):
+        self.w0, self.user_part, self.item_part = float(w0), user_part, item_part
+
+    def predict(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        users, items = np.asarray(users, np.int64), np.asarray(items, np.int64)
+        z = np.full(len(users), self.w0)
+        z[users >= 0] += self.user_part[users[users >= 0]]
+        z[items >= 0] += self.item_part[items[items >= 0]]
+        return _sigmoid(z)
+
+    def scores(self, users: np.ndarray) -> np.ndarray:
+        users = np.asarray(users, np.int64)
+        z = np.repeat((self.w0 + self.item_part)[None, :], len(users), axis=0)
+        z[users >= 0] += self.user_part[users[users >= 0]][:, None]
+        return _sigmoid(z.ravel()).reshape(z.shape)
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {"w0": np.array(self.w0), "user_part": self.user_part, "item_part": self.item_part}
+
+    @classmethod
+    def from_arrays(cls, a: dict) -> "LogisticScorer":
+        return cls(float(a["w0"]), a["user_part"], a["item_part"])
+
+
+DERIVATION = """\
+For N training ratings, labels `y_ui = 1[r_ui >= threshold]`, scores `z_ui = w0 + a_u + d_i + U_u.alpha + G_i.beta`
+(user and item indicators, and the side features MovieLens ships where present) and `s = sigma(z)`:
+
+    L = (1/N) [ sum ( log(1 + exp(z_ui)) - y_ui z_ui ) + lam/2 (|a|^2 + |d|^2 + |alpha|^2 + |beta|^2) ]
+
+Gradient: with `r_ui = s_ui - y_ui`, `dL/da_u = (1/N)[sum_i r_ui + lam a_u]`, `dL/dd_i = (1/N)[sum_u r_ui + lam d_i]`,
+`dL/dalpha = (1/N)[U^T R + lam alpha]`. Hessian-vector product: the same sums with `r` replaced by
+`s (1 - s) dz` and `lam` times the direction added; the Gauss-Newton product is the Hessian. The objective is
+convex, so every convergent method reaches one minimum. Predictions are probabilities; RMSE is the root Brier score.
+"""
+
+SPEC = ModelSpec(
+    name="logreg", summary="logistic regression on user and item indicators predicting rating >= threshold",
+    hyper=LogRegHyper, build=lambda train, h, client=None: _local_only(client) or LogisticRatings(
+        train, reg=h.reg, threshold=h.threshold),
+    baselines=lambda train, h: {"global-rate": constant(float((train.ratings >= h.threshold).mean()))},
+    title="logistic regression on ratings", derivation=DERIVATION, headline=("reg", "threshold"))
+
+
+def _local_only(client) -> None:
+    if client is not None:
+        raise ValueError("the logreg model runs on the local backend only")

@@ -57,9 +57,28 @@ import numpy as np
 import scipy.sparse as sp
 
 from pipeline.data.ratings import Ratings
+from pipeline.objectives.base import PredictsRatings
+from pipeline.objectives.serving import FactorScorer
+from pipeline.objectives.spec import ModelSpec, hyperparameter
 
 WEIGHTINGS = ("none", "count")
 KERNELS = ("auto", "numba", "numpy")
+
+
+@dataclass(frozen=True)
+class MFHyper:
+    """Hyperparameters of biased MF (the CLI options ``--rank`` ... are made from these)."""
+
+    rank: int = hyperparameter(10, "Number of latent factors k.", low=1)
+    reg: float = hyperparameter(0.1, "Factor penalty lambda (see --weighting).", low=0)
+    reg_bias: float = hyperparameter(0.1, "Bias penalty lambda_b.", low=0)
+    weighting: str = hyperparameter("count", "Penalty weights: 'count' weights each user/item by its number of "
+                                             "training ratings (what SGD and ALS-WR minimize); 'none' is plain L2.",
+                                    choices=WEIGHTINGS)
+    init_scale: float = hyperparameter(0.1, "Standard deviation of the random starting factors.", low=0,
+                                       low_open=True)
+    kernel: str = hyperparameter("auto", "The compiled kernels (numba) or the numpy reference; auto: numba "
+                                         "where installed.", choices=KERNELS)
 
 
 def _numba_available() -> bool:
@@ -85,7 +104,7 @@ class _State:
     E: sp.csr_matrix
 
 
-class BiasedMF:
+class BiasedMF(PredictsRatings):
     """The objective above on a training set. See the module docstring for the math."""
 
     def __init__(self, train: Ratings, rank: int = 10, reg: float = 0.05, reg_bias: float = 0.05,
@@ -422,16 +441,14 @@ class BiasedMF:
         A user (item) with no training rating contributes no bias and no factor term, so a cold
         pair gets the global mean plus whatever bias is known. Not clipped; see ``evaluate``.
         """
-        P, Q, b, c = self.unpack(np.asarray(x, dtype=np.float64))
         users, items = np.asarray(users, np.int64), np.asarray(items, np.int64)
-        ku = self.user_counts[users] > 0
-        ki = self.item_counts[items] > 0
-        both = ku & ki
-        out = np.full(len(users), self.mu)
-        out[ku] += b[users[ku]]
-        out[ki] += c[items[ki]]
-        out[both] += np.einsum("nk,nk->n", P[users[both]], Q[items[both]])
-        return out
+        known_u = np.where(self.user_counts[users] > 0, users, -1)
+        known_i = np.where(self.item_counts[items] > 0, items, -1)
+        return FactorScorer(self.mu, *self.unpack(np.asarray(x, dtype=np.float64))).predict(known_u, known_i)
+
+    def scorer(self, x: np.ndarray) -> FactorScorer:
+        """What a fit serves: its factors and biases (copies)."""
+        return FactorScorer(self.mu, *(a.copy() for a in self.unpack(np.asarray(x, dtype=np.float64))))
 
     def describe(self) -> dict:
         return {"model": "biased-mf", "kernel": self.kernel, "rank": self.rank, "reg": self.reg, "reg_bias": self.reg_bias,
@@ -443,3 +460,38 @@ def _tiny_ratings() -> Ratings:
     users, items = np.divmod(np.arange(12), 3)
     return Ratings(users=users.astype(np.int32), items=items.astype(np.int32), ratings=np.arange(12) % 5 + 1.0,
                    user_ids=np.arange(4), item_ids=np.arange(3), rating_scale=(1.0, 5.0), name="warm-up")
+
+
+DERIVATION = """\
+For N training ratings, residuals `e_ui = mu + b_u + c_i + p_u.q_i - r_ui` and weights `w` (rating counts, or 1):
+
+    L = (1/N) [ 1/2 sum e_ui^2 + lam/2 (sum_u w_u |p_u|^2 + sum_i w_i |q_i|^2) + lam_b/2 (sum_u w_u b_u^2 + sum_i w_i c_i^2) ]
+
+Gradient: `dL/dp_u = (1/N)[sum_i e_ui q_i + lam w_u p_u]`, `dL/db_u = (1/N)[sum_i e_ui + lam_b w_u b_u]`, and likewise for items.
+Hessian-vector product along `(dP, dQ, db, dc)`: with `de_ui = db_u + dc_i + dp_u.q_i + p_u.dq_i`,
+`(Hv)_p_u = (1/N)[sum_i (de_ui q_i + e_ui dq_i) + lam w_u dp_u]` and symmetrically for `q_i`; the `e_ui dq_i`
+terms are the residual curvature that Gauss-Newton drops. Every product is two sparse matrix products over the
+ratings, O(N k), and the Hessian is never formed (full derivation: docs/derivation.md).
+"""
+
+
+def _build(train: Ratings, h: MFHyper, client=None) -> BiasedMF:
+    if client is not None:  # the Dask backend: the same objective, its sums on the cluster
+        from pipeline.distributed import DaskMF
+        return DaskMF(train, client, rank=h.rank, reg=h.reg, reg_bias=h.reg_bias, weighting=h.weighting,
+                      init_scale=h.init_scale, kernel=h.kernel)
+    return BiasedMF(train, rank=h.rank, reg=h.reg, reg_bias=h.reg_bias, weighting=h.weighting,
+                    init_scale=h.init_scale, kernel=h.kernel)
+
+
+def rating_baselines(train: Ratings, reg_bias: float, weighting: str) -> dict:
+    """The global mean and the fitted biases ``mu + b_u + c_i``: what any rating model must beat."""
+    from pipeline import evaluate
+    return {"global-mean": evaluate.global_mean_baseline(train),
+            "biases-only": evaluate.biases_baseline(train, reg_bias, weighting)}
+
+
+SPEC = ModelSpec(
+    name="mf", summary="biased matrix factorization", hyper=MFHyper, build=_build,
+    baselines=lambda train, h: rating_baselines(train, h.reg_bias, h.weighting),
+    title="biased matrix factorization", derivation=DERIVATION, headline=("rank", "reg"))
