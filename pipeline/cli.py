@@ -584,9 +584,6 @@ def sweep(optimizer, ranks, regs, reg_biases, weightings, trials, **kw):
     """Tune rank and penalties by validation RMSE only; refit the winner on train + validation and
     report its test RMSE once. Each trial is a nested MLflow run; the winner is tagged."""
     from pipeline import experiment
-    bad = [w for w in weightings if w not in WEIGHTINGS]
-    if bad or min(ranks) < 1 or min(regs) < 0 or min(reg_biases) < 0:
-        raise InputError(f"bad grid: ranks >= 1, penalties >= 0, weightings in {WEIGHTINGS}")
     cfg = _config(kw, (optimizer,))
     tracker = _tracker(kw)
     grid = {"rank": list(ranks), "reg": list(regs), "reg_bias": list(reg_biases), "weighting": list(weightings)}

@@ -550,7 +550,6 @@ def profile_headline(profiles: dict[str, pd.DataFrame], n_problems: int) -> list
 
 
 # -- tuning --------------------------------------------------------------------------------------
-SWEEP_KEYS = ("rank", "reg", "reg_bias", "weighting")
 
 
 @dataclass
@@ -566,7 +565,7 @@ def sweep_grid(grid: dict[str, list], trials: int | None, seed: int) -> list[dic
     """Every combination of ``grid`` (a grid search), or ``trials`` of them drawn without
     replacement by ``default_rng(seed)`` (a random search over the same grid)."""
     import itertools
-    keys = [k for k in SWEEP_KEYS if k in grid]
+    keys = list(grid)
     combos = [dict(zip(keys, values)) for values in itertools.product(*(grid[k] for k in keys))]
     if trials is not None and trials < len(combos):
         pick = np.random.default_rng(seed).choice(len(combos), size=trials, replace=False)
@@ -596,6 +595,8 @@ def sweep(cfg: RunConfig, grid: dict[str, list], optimizer: str, trials: int | N
     blind = Split(split.train, split.validation, split.test.subset(np.array([], dtype=np.int64)), split.seed,
                   split.method, split.fold)
     combos = sweep_grid(grid, trials, cfg.seed)
+    for params in combos:  # every grid point a valid model before any fit (one line, not a failed trial later)
+        _with_model(cfg, params)
     rows = []
     out = Sweep(pd.DataFrame(), {}, {})
 
@@ -623,8 +624,8 @@ def sweep(cfg: RunConfig, grid: dict[str, list], optimizer: str, trials: int | N
                 on_trial(j, len(combos), params, m["val_rmse"])
         trials_frame = pd.DataFrame(rows)
         best_row = trials_frame.loc[trials_frame["val_rmse"].idxmin()]
-        out.trials, out.best = trials_frame, {k: best_row[k] for k in SWEEP_KEYS if k in grid}
-        out.best = {k: (int(v) if k == "rank" else v if k == "weighting" else float(v)) for k, v in out.best.items()}
+        # the winner's values in their own types (a pandas row makes every number a float)
+        out.trials, out.best = trials_frame, {k: type(getattr(cfg.model.hyper, k))(best_row[k]) for k in grid}
         # refit the winner on train + validation, score it once on test
         merged = _concat(split.train, split.validation)
         refit_split = Split(merged, split.validation.subset(np.array([], dtype=np.int64)), split.test, split.seed,

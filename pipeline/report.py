@@ -269,19 +269,6 @@ METHOD_NOTES = {
            "pass per epoch, cheap per pass, slow to the exact minimum.",
 }
 
-DERIVATION = """\
-For N training ratings, residuals `e_ui = mu + b_u + c_i + p_u.q_i - r_ui` and weights `w` (rating counts, or 1):
-
-    L = (1/N) [ 1/2 sum e_ui^2 + lam/2 (sum_u w_u |p_u|^2 + sum_i w_i |q_i|^2) + lam_b/2 (sum_u w_u b_u^2 + sum_i w_i c_i^2) ]
-
-Gradient: `dL/dp_u = (1/N)[sum_i e_ui q_i + lam w_u p_u]`, `dL/db_u = (1/N)[sum_i e_ui + lam_b w_u b_u]`, and likewise for items.
-Hessian-vector product along `(dP, dQ, db, dc)`: with `de_ui = db_u + dc_i + dp_u.q_i + p_u.dq_i`,
-`(Hv)_p_u = (1/N)[sum_i (de_ui q_i + e_ui dq_i) + lam w_u dp_u]` and symmetrically for `q_i`; the `e_ui dq_i`
-terms are the residual curvature that Gauss-Newton drops. Every product is two sparse matrix products over the
-ratings, O(N k), and the Hessian is never formed (full derivation: docs/derivation.md).
-"""
-
-
 def results_from_logged(children: list[dict]) -> dict[str, OptimizeResult]:
     """Rebuild optimizer histories from logged curves (what the report and its figures need)."""
     from pipeline.optim.base import IterationRecord
@@ -370,17 +357,21 @@ def write_report(logged: dict, folder: str | Path) -> Path:
     p = parent["params"]
     pm = parent.get("metrics", {})
     f_star = pm.get("f_star")
-    title = f"{parent['experiment']}: rank {p.get('rank')}, reg {p.get('reg')}, gtol {p.get('gtol')}"
+    from pipeline.objectives import model_spec
+    spec = model_spec(p.get("model", "mf"))
+    hyper = ", ".join(f"{f.name} {p.get(f.name)}" for f in spec.hyperparameters())
+    title = f"{parent['experiment']}: {spec.name}, " + ", ".join(f"{k} {p.get(k)}" for k in spec.headline) + \
+        f", gtol {p.get('gtol')}"
     figs = figures([results], folder, title, [f_star]) if results else []
     neg = {c["name"]: c["metrics"].get("n_negative_curvature") for c in logged["children"]
            if c["metrics"].get("n_negative_curvature")}
     budget = " or ".join(x for x in (f"{p.get('max_passes')} data passes" if p.get("max_passes") not in (None, "None") else "",
                                      f"{p.get('max_seconds')} s" if p.get("max_seconds") not in (None, "None") else "") if x)
     costs = {k[5:]: v for k, v in pm.items() if k.startswith("cost_")}
-    text = [f"# Case study: optimizers on one objective ({parent['experiment']})", "",
+    text = [f"# Case study: optimizers on {spec.title} ({parent['experiment']})", "",
             f"MLflow run `{parent['run_id']}`; dataset `{p.get('dataset')}` ({p.get('n_train')} training, "
             f"{p.get('n_val')} validation, {p.get('n_test')} test ratings; split {p.get('split')}, seed {p.get('split_seed')}); "
-            f"rank {p.get('rank')}, reg {p.get('reg')}, reg_bias {p.get('reg_bias')}, weighting {p.get('weighting')}. "
+            f"model {spec.name} ({spec.summary}): {hyper}. "
             f"Every method starts from the same point (seed {p.get('seed')}) under the same rule: stop at "
             f"||g||/||g0|| <= {p.get('gtol')} or when the budget ({budget or 'none'}) is spent.",
             "", "## The rules of the race", "",
@@ -396,7 +387,7 @@ def write_report(logged: dict, folder: str | Path) -> Path:
             if costs else "- Pass costs: not logged.",
             "- Methods are ranked by passes and seconds to reach (f - f*)/|f*| <= 1e-3, 1e-6 and 1e-9, and to come "
             "within 1e-4 of their own best validation RMSE; final wall time ranks nothing.",
-            "", "## The objective and its derivatives", "", DERIVATION, "## The methods", ""]
+            "", "## The objective and its derivatives", "", spec.derivation, "## The methods", ""]
     for name in results:
         text.append(f"- **{name}**: {METHOD_NOTES.get(name, '')}")
     text += ["", "## Results", "", markdown_table(table), ""]

@@ -382,7 +382,7 @@ class BiasedMF(PredictsRatings):
         once per rating): SGD minimizes this objective only under count weighting.
         """
         if self.weighting != "count":
-            raise ValueError("sgd minimizes the count-weighted objective; use weighting='count'")
+            raise ValueError("sgd minimizes the count-weighted objective only: run it with --weighting count")
         x = np.array(x, dtype=np.float64, copy=True)
         P, Q, b, c = self.unpack(x)
         lam, lam_b, mu = self.reg, self.reg_bias, self.mu

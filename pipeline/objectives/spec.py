@@ -52,7 +52,14 @@ class ModelSpec:
         if unknown:
             raise ValueError(f"model {self.name} has no hyperparameter {unknown[0]!r} "
                              f"(its hyperparameters: {', '.join(sorted(known)) or 'none'})")
-        return self.hyper(**values)
+        hyper = self.hyper(**values)
+        for f in self.hyperparameters():
+            value, meta = getattr(hyper, f.name), f.metadata
+            if meta.get("choices") and value not in meta["choices"]:
+                raise ValueError(f"{f.name} must be one of {', '.join(meta['choices'])}, got {value!r}")
+            if meta.get("low") is not None and not (value > meta["low"] if meta["low_open"] else value >= meta["low"]):
+                raise ValueError(f"{f.name} must be {'>' if meta['low_open'] else '>='} {meta['low']:g}, got {value!r}")
+        return hyper
 
     def describe(self, hyper) -> str:
         """``rank 10, reg 0.1`` from the headline hyperparameters."""

@@ -39,13 +39,11 @@ def sgd(objective: CountedObjective, x0: np.ndarray, monitor: Monitor, lr: float
     (a Robbins-Monro schedule: the steps sum to infinity, their squares do not, so SGD can reach
     the minimizer, slowly; a constant step only reaches a noise ball around it).
 
-    Minimizes ``N L`` under count weighting (see ``BiasedMF.sgd_epoch``); with ``weighting="none"``
-    it would minimize a different function, so it refuses.
+    ``sgd_epoch`` is the objective's: one whose per-rating steps would minimize another function
+    than its loss (MF with ``weighting="none"``) raises, and the method fails alone saying so.
     """
     if (why := _missing(objective, "sgd_epoch", "sgd")):
         return x0, why
-    if getattr(objective.objective, "weighting", "count") != "count":
-        return x0, "sgd minimizes the count-weighted objective only: run it with --weighting count"
     rng = np.random.default_rng(seed)
     x, epoch = x0, 0
     while True:
