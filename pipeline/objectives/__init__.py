@@ -6,11 +6,12 @@ with a ``SPEC`` and one line here (docs/adding-a-model.md).
 
 from pipeline.objectives.base import Objective
 from pipeline.objectives.spec import ModelSpec, hyperparameter
-from pipeline.objectives import logreg, mf
+from pipeline.objectives import logreg, mf, svdpp
 
 MODELS: dict[str, ModelSpec] = {
     "mf": mf.SPEC,
     "logreg": logreg.SPEC,
+    "svdpp": svdpp.SPEC,
 }
 
 

@@ -70,3 +70,9 @@ class ModelSpec:
 def constant(value: float) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
     """A predictor of ``value`` for every pair (the global-mean kind of baseline)."""
     return lambda users, items: np.full(len(users), float(value))
+
+
+def local_only(model: str, client) -> None:
+    """For a model without a distributed backend: a Dask client is a one-line error."""
+    if client is not None:
+        raise ValueError(f"the {model} model runs on the local backend only")
