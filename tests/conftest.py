@@ -7,19 +7,13 @@ import shutil
 import numpy as np
 import pytest
 
-from pipeline.data import SyntheticSpec, from_raw, generate
+from pipeline.data import SyntheticSpec, generate
+from pipeline.testing import tiny_training_set
 
 
 def tiny_ratings(n_users=5, n_items=4, density=0.7, seed=0, rank=2):
     """A few users and items, every user and item rated at least once, ratings on 1..5."""
-    rng = np.random.default_rng(seed)
-    mask = rng.random((n_users, n_items)) < density
-    mask[np.arange(n_users), np.arange(n_users) % n_items] = True
-    mask[np.arange(n_items) % n_users, np.arange(n_items)] = True
-    u, i = np.nonzero(mask)
-    P, Q = rng.normal(size=(n_users, rank)), rng.normal(size=(n_items, rank))
-    r = np.clip(np.rint(3 + np.einsum("nk,nk->n", P[u], Q[i]) + rng.normal(0, 0.3, len(u))), 1, 5)
-    return from_raw(u + 1, i + 1, r, rating_scale=(1.0, 5.0), name="tiny")
+    return tiny_training_set(n_users, n_items, density, seed, rank)
 
 
 @pytest.fixture
@@ -49,3 +43,20 @@ def tracking_uri(tmp_path, _mlflow_template, monkeypatch):
     uri = f"sqlite:///{db}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     return uri
+
+
+@pytest.fixture
+def runner():
+    from click.testing import CliRunner
+    return CliRunner()
+
+
+@pytest.fixture
+def small_file(tmp_path, runner):
+    """A synthetic ratings file of 1,200 ratings in a folder named "small" (its experiment's name)."""
+    from pipeline.cli import cli
+    out = tmp_path / "small" / "u.data"
+    res = runner.invoke(cli, ["data", "synth", "--out", str(out), "--users", "60", "--items", "50",
+                              "--ratings", "1200", "--seed", "2"])
+    assert res.exit_code == 0, res.output
+    return out

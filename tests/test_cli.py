@@ -10,20 +10,6 @@ from click.testing import CliRunner
 from pipeline.cli import cli
 
 
-@pytest.fixture
-def runner():
-    return CliRunner()
-
-
-@pytest.fixture
-def small_file(tmp_path, runner):
-    out = tmp_path / "small" / "u.data"
-    res = runner.invoke(cli, ["data", "synth", "--out", str(out), "--users", "60", "--items", "50",
-                              "--ratings", "1200", "--seed", "2"])
-    assert res.exit_code == 0, res.output
-    return out
-
-
 def test_data_synth_writes_the_default_shape(tmp_path, runner):
     out = tmp_path / "u.data"
     res = runner.invoke(cli, ["data", "synth", "--out", str(out)])

@@ -4,13 +4,34 @@ exists only here: a new model gets the whole suite by subclassing one class."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from pipeline.objectives import BiasedMF, LogisticRatings
-from pipeline.testing import ObjectiveContract
-from tests.conftest import tiny_ratings
+from pipeline.objectives.base import PredictsRatings
+from pipeline.testing import ObjectiveContract, tiny_training_set
 
 
-class ItemMeans:
+class ItemMeansScorer:
+    """Serving for the toy: the item's number, the mean of them for an unknown item."""
+
+    def __init__(self, t):
+        self.t = t
+
+    def predict(self, users, items):
+        return np.where(items >= 0, self.t[np.maximum(items, 0)], self.t.mean())
+
+    def scores(self, users):
+        return np.repeat(self.t[None, :], len(users), axis=0)
+
+    def arrays(self):
+        return {"t": self.t}
+
+    @classmethod
+    def from_arrays(cls, a):
+        return cls(a["t"])
+
+
+class ItemMeans(PredictsRatings):
     """A toy model in one screen: one number per item, ridge-shrunk towards zero.
 
     ``L(t) = (1/N) [ 1/2 sum_(u,i) (t_i - r_ui)^2 + lam/2 |t|^2 ]``;
@@ -35,44 +56,98 @@ class ItemMeans:
     def predict(self, x, users, items):
         return x[items]
 
+    def scorer(self, x):
+        return ItemMeansScorer(np.array(x, copy=True))
+
 
 class TestToyModelContract(ObjectiveContract):
-    def make_objective(self):
-        return ItemMeans(tiny_ratings())
+    def make_objective(self, train):
+        return ItemMeans(train)
+
+    def loop_prediction(self, f, x, u, i):
+        return x[i]
+
+
+def mf_loop(f, x, u, i):
+    P, Q, b, c = f.unpack(x)
+    return f.mu + b[u] + c[i] + sum(P[u, t] * Q[i, t] for t in range(f.rank))
 
 
 class TestBiasedMFContract(ObjectiveContract):
     optimizers = ("newton-cg", "lbfgs", "trust-ncg", "als")
     agree_atol = 1e-9
 
-    def make_objective(self):
-        return BiasedMF(tiny_ratings(n_users=6, n_items=5), rank=2, reg=0.3, reg_bias=0.1)
+    def make_train(self):
+        return tiny_training_set(n_users=6, n_items=5)
+
+    def make_objective(self, train):
+        return BiasedMF(train, rank=2, reg=0.3, reg_bias=0.1)
+
+    loop_prediction = staticmethod(lambda f, x, u, i: mf_loop(f, x, u, i))
+
+
+def logistic_loop(f, x, u, i):
+    w0, a, d, alpha, beta = f.unpack(x)
+    z = w0 + a[u] + d[i] + sum(f.U[u, t] * alpha[t] for t in range(len(alpha))) + \
+        sum(f.G[i, t] * beta[t] for t in range(len(beta)))
+    return 1.0 / (1.0 + np.exp(-z))
 
 
 class TestLogisticRatingsContract(ObjectiveContract):
-    def make_objective(self):
-        return LogisticRatings(tiny_ratings(n_users=6, n_items=5), reg=0.5, threshold=4.0)
+    def make_train(self):
+        return tiny_training_set(n_users=6, n_items=5)
+
+    def make_objective(self, train):
+        return LogisticRatings(train, reg=0.5, threshold=4.0)
+
+    loop_prediction = staticmethod(lambda f, x, u, i: logistic_loop(f, x, u, i))
 
 
 def test_a_broken_model_fails_the_contract():
-    """The suite can fail: a model with a wrong Hessian does not pass it."""
+    """The suite can fail: a model with a wrong Hessian does not pass it, and the message names
+    the entry and shows the numbers."""
     class Wrong(ItemMeans):
         def hessp(self, x, v):
             return self.counts * v / self.N  # forgot the penalty
 
-    class TestWrong(ObjectiveContract):
-        def make_objective(self):
-            return Wrong(tiny_ratings())
+    class TestWrong(TestToyModelContract):
+        def make_objective(self, train):
+            return Wrong(train)
 
-    import pytest
-    with pytest.raises(AssertionError):
+    with pytest.raises(AssertionError, match=r"hessp vs differences of the gradient: .* worst at x\[\d+\]: got"):
         TestWrong().test_hessp_matches_differences_of_the_gradient()
 
 
-class TestLogisticWithSideFeaturesContract(ObjectiveContract):
-    def make_objective(self):
+def test_a_doubled_gauss_newton_product_fails_naming_the_block():
+    class Doubled(BiasedMF):
+        def gnvp(self, x, v):
+            return 2 * super().gnvp(x, v)
+
+    class TestDoubled(TestBiasedMFContract):
+        def make_objective(self, train):
+            return Doubled(train, rank=2, reg=0.3, reg_bias=0.1)
+
+    with pytest.raises(AssertionError, match=r"gnvp vs J\^T J v .* worst at [PQbc]\["):
+        TestDoubled().test_gauss_newton_product_is_jtj_and_psd()
+
+
+def test_a_wrong_prediction_fails_against_the_loop_reference():
+    class Shifted(BiasedMF):
+        def predict(self, x, users, items):
+            return super().predict(x, users, items) + 1e-6
+
+    class TestShifted(TestBiasedMFContract):
+        def make_objective(self, train):
+            return Shifted(train, rank=2, reg=0.3, reg_bias=0.1)
+
+    with pytest.raises(AssertionError, match="predict vs the loop reference"):
+        TestShifted().test_predict_matches_the_loop_reference()
+
+
+class TestLogisticWithSideFeaturesContract(TestLogisticRatingsContract):
+    def make_objective(self, train):
         import pandas as pd
-        r = tiny_ratings(n_users=6, n_items=5)
+        r = train
         rng = np.random.default_rng(0)
         users = pd.DataFrame(rng.normal(size=(6, 3)), index=[str(u) for u in r.user_ids], columns=["age", "g", "o"])
         items = pd.DataFrame((rng.random((5, 4)) < 0.5).astype(float), index=[str(i) for i in r.item_ids],

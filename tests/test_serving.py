@@ -123,3 +123,36 @@ def test_recommendations_carry_titles_when_the_dataset_has_them(small_synthetic,
     rec = Recommender.load(Recommender.from_fit(prep.objective, res.x, r, prep.split.train).save(tmp_path / "m.npz"))
     top = rec.recommend([r.user_ids[0]], n=3)
     assert all(t == f"Film {i}" for t, i in zip(top["title"], top["item"]))
+
+
+@pytest.mark.parametrize("model", sorted(__import__("pipeline.objectives", fromlist=["MODELS"]).MODELS))
+def test_every_model_is_logged_served_and_reported_under_its_own_name(model, tmp_path, small_file, tracking_uri,
+                                                                       monkeypatch):
+    """For every registered model, with nothing but its registry line: `recsys compare --model M`
+    logs each fit as a LoggedModel of the experiment (its metrics linked) that mlflow.pyfunc serves,
+    `recsys recommend` ranks from it, and `recsys report` describes the model under its own name."""
+    import mlflow
+    from pipeline.objectives import model_spec
+    monkeypatch.chdir(tmp_path)
+    runner = CliRunner()
+    res = runner.invoke(cli, ["compare", "--dataset", str(small_file), "--model", model, "--optimizers", "lbfgs,gd",
+                              "--max-passes", "60", "-q", "--data-dir", str(tmp_path / "d")])
+    assert res.exit_code == 0, res.output
+    mlflow.set_tracking_uri(tracking_uri)
+    exp = mlflow.get_experiment_by_name("small")
+    logged = mlflow.search_logged_models(experiment_ids=[exp.experiment_id], output_format="list")
+    assert sorted(m.name for m in logged) == [f"{model}-gd", f"{model}-lbfgs"]
+    assert all(m.source_run_id and m.metrics for m in logged)  # linked to its run and its metrics
+    served = mlflow.pyfunc.load_model(f"models:/{logged[0].model_id}")
+    out = np.asarray(served.predict(pd.DataFrame({"user": [1, 2, 10**9], "item": [1, 3, 2]})))
+    assert out.shape == (3,) and np.isfinite(out).all()
+    res = runner.invoke(cli, ["recommend", "--model-uri", f"models:/{logged[0].model_id}", "--user", "1", "-n", "2"])
+    assert res.exit_code == 0 and len(res.stdout.splitlines()) == 3, res.output
+    res = runner.invoke(cli, ["report", "--out", str(tmp_path / "report")])
+    assert res.exit_code == 0, res.output
+    text = (tmp_path / "report" / "report.md").read_text()
+    spec = model_spec(model)
+    assert f"# Case study: optimizers on {spec.title}" in text and spec.derivation.splitlines()[0] in text
+    others = [s.title for name, s in __import__("pipeline.objectives", fromlist=["MODELS"]).MODELS.items()
+              if name != model and s.title not in spec.title]
+    assert not any(f"optimizers on {t}" in text for t in others)

@@ -53,6 +53,8 @@ def _sigmoid(z: np.ndarray) -> np.ndarray:
 class LogisticRatings:
     """The objective above on a training set (see the module docstring)."""
 
+    BLOCKS = ("w0", "a", "d", "alpha", "beta")  # the parameter blocks, in ``unpack`` order
+
     def __init__(self, train: Ratings, reg: float = 1.0, threshold: float = 4.0, use_side: bool = True):
         if reg < 0:
             raise ValueError(f"reg must be non-negative, got {reg}")

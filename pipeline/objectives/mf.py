@@ -107,6 +107,8 @@ class _State:
 class BiasedMF(PredictsRatings):
     """The objective above on a training set. See the module docstring for the math."""
 
+    BLOCKS = ("P", "Q", "b", "c")  # the parameter blocks, in ``unpack`` order
+
     def __init__(self, train: Ratings, rank: int = 10, reg: float = 0.05, reg_bias: float = 0.05,
                  weighting: str = "count", init_scale: float = 0.1, kernel: str = "auto",
                  mu: float | None = None):
@@ -445,6 +447,10 @@ class BiasedMF(PredictsRatings):
         known_u = np.where(self.user_counts[users] > 0, users, -1)
         known_i = np.where(self.item_counts[items] > 0, items, -1)
         return FactorScorer(self.mu, *self.unpack(np.asarray(x, dtype=np.float64))).predict(known_u, known_i)
+
+    def residuals(self, x: np.ndarray) -> np.ndarray:
+        """``e / sqrt(N)`` over the training ratings: the loss is ``1/2 |residuals|^2`` plus the penalty."""
+        return (self.predict(x, self.users, self.items) - self.ratings) / np.sqrt(self.n_ratings)
 
     def scorer(self, x: np.ndarray) -> FactorScorer:
         """What a fit serves: its factors and biases (copies)."""

@@ -77,6 +77,8 @@ class SVDppHyper:
 class SVDpp(PredictsRatings):
     """The objective above on a training set (see the module docstring)."""
 
+    BLOCKS = ("P", "Q", "Y", "b", "c")  # the parameter blocks, in ``unpack`` order
+
     def __init__(self, train: Ratings, rank: int = 10, reg: float = 0.1, reg_bias: float = 0.1,
                  weighting: str = "count", init_scale: float = 0.1, kernel: str = "auto"):
         if reg < 0 or reg_bias < 0:
