@@ -398,7 +398,8 @@ class Progress:
 
 def _tracker(kw: dict):
     if kw.get("no_tracking"):
-        return None
+        from pipeline.null_tracker import NullTracker
+        return NullTracker()
     from pipeline.tracking import MlflowTracker
     tracker = MlflowTracker(kw.get("tracking_uri") or default_tracking_uri(), artifact_root=project_root() / "mlartifacts")
     _note_repaired(tracker.repair())  # the cheap check at start: runs left RUNNING by a killed process
@@ -456,16 +457,23 @@ def _run_comparison(optimizers, kw) -> None:
     click.echo("")
     for line in report.findings(result.table):
         click.echo(f"- {line}")
-    if tracker:
+    if tracker.records:
         click.echo("")
         click.echo(f"MLflow experiment: {result.links['experiment']}")
         click.echo(f"compare the runs:  {result.links['compare']}")
         if result.model_uris:
             best = min(result.model_uris, key=lambda n: result.metrics[n]["val_rmse"])  # model selection: validation
             click.echo(f"best model ({best}): recsys recommend --model-uri {result.model_uris[best]} --user ID")
+            if kw.get("register"):
+                version = tracker.register(result.model_uris[best], kw["register"])
+                click.echo(f"registered as {kw['register']} version {version}: models:/{kw['register']}/{version}")
         click.echo(f"(start the UI with `make ui` or `recsys ui`; store: {tracker.tracking_uri})")
     if result.failures and len(result.failures) == len(cfg.optimizers):
         raise click.ClickException("every method failed: " + "; ".join(f"{k}: {v}" for k, v in result.failures.items()))
+
+
+REGISTER = click.option("--register", metavar="NAME", default=None,
+                        help="Put the best fit (by validation RMSE) in the MLflow Model Registry under NAME.")
 
 
 @cli.command()
@@ -473,6 +481,7 @@ def _run_comparison(optimizers, kw) -> None:
               help="The optimizer to fit with.")
 @run_options
 @fit_options
+@REGISTER
 @input_errors
 def train(optimizer, **kw):
     """Fit one model with one optimizer (logged as a comparison of one, beside the baselines)."""
@@ -484,6 +493,7 @@ def train(optimizer, **kw):
               help=f"Comma-separated optimizers, from: {', '.join(REGISTRY)}.")
 @run_options
 @fit_options
+@REGISTER
 @input_errors
 def compare(optimizers, **kw):
     """Compare optimizers on one objective from one starting point under one stopping rule."""
@@ -557,7 +567,7 @@ def study(datasets, optimizers, ranks, regs, seed_list, reg_bias, weighting, gto
     click.echo("")
     for line in out.headline:
         click.echo(f"- {line}")
-    if tracker:
+    if tracker.records:
         click.echo("")
         click.echo(f"MLflow experiment: {out.links['experiment']}")
         click.echo("profiles: performance_profile_passes.png, performance_profile_seconds.png and study.csv "
@@ -602,7 +612,7 @@ def sweep(optimizer, ranks, regs, reg_biases, weightings, trials, **kw):
     click.echo("winner (by validation RMSE): " + ", ".join(f"{k}={v}" for k, v in out.best.items()))
     click.echo(f"refit on train + validation: test RMSE {out.test_metrics['test_rmse']:.4f}, "
                f"test MAE {out.test_metrics['test_mae']:.4f} ({out.test_metrics['fit_seconds']:.1f} s)")
-    if tracker:
+    if tracker.records:
         click.echo(f"MLflow experiment: {out.links['experiment']}")
         click.echo(f"compare the trials: {out.links['compare']}")
 
@@ -815,17 +825,11 @@ def ui(tracking_uri, port):
     uri = tracking_uri or default_tracking_uri()
     tracker = MlflowTracker(uri, create=False)
     base = f"http://127.0.0.1:{port}"
-    exps = [e for e in tracker.client.search_experiments() if e.name != "Default"]
     click.echo(f"MLflow UI: {base}/#/experiments?workflowType=machine_learning  (store: {uri})")
-    for exp in exps:
-        tracker.experiment_id = exp.experiment_id
-        runs = tracker.client.search_runs([exp.experiment_id], "tags.kind = 'comparison'",
-                                          order_by=["attributes.start_time DESC"], max_results=1)
-        click.echo(f"  {exp.name}: {tracker.links([], base)['experiment']}")
-        if runs:
-            children = tracker.client.search_runs([exp.experiment_id],
-                                                  f"tags.mlflow.parentRunId = '{runs[0].info.run_id}'")
-            click.echo(f"    latest comparison: {tracker.links([c.info.run_id for c in children], base)['compare']}")
+    for name, links in tracker.experiment_links(base).items():
+        click.echo(f"  {name}: {links['experiment']}")
+        if "compare" in links:
+            click.echo(f"    latest comparison: {links['compare']}")
     try:
         sys.exit(subprocess.call(ui_command(uri, port=port)))
     except KeyboardInterrupt:

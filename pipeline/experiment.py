@@ -31,6 +31,7 @@ from pipeline.objectives.check import check_derivatives
 from pipeline.optim import REGISTRY, OptimizeResult, minimize
 from pipeline.objectives.base import Objective
 from pipeline.optim.base import Listener
+from pipeline.null_tracker import NullTracker
 from pipeline.recommender import Recommender
 
 
@@ -220,32 +221,26 @@ def _compare_split(prepared: Prepared, cfg: RunConfig, tracker, parent_id: str |
     for name, m in baselines(prepared, cfg).items():
         out.metrics[name] = m
         rows.append(report.table_row(name, m))
-        if tracker:
-            with tracker.run(name, {**params, "optimizer": name}, parent_id, {"kind": "baseline"}) as rid:
-                tracker.log_metrics(rid, m)
-                out.child_run_ids[name] = rid
+        with tracker.run(name, {**params, "optimizer": name}, parent_id, {"kind": "baseline"}) as rid:
+            tracker.log_metrics(rid, m)
+            _keep(out.child_run_ids, name, rid)
+    f_star = prepared.reference.f_star if prepared.reference else None
     for name in cfg.optimizers:
-        listeners = tuple(l for l in (progress,) if l)
+        run_params_ = {**params, "optimizer": name, "gd_step": cfg.gd_step if name == "gd" else None}
         try:
-            if tracker:
-                run_params_ = {**params, "optimizer": name, "gd_step": cfg.gd_step if name == "gd" else None}
-                with tracker.run(name, run_params_, parent_id, {"kind": "optimizer"}) as rid:
-                    out.child_run_ids[name] = rid
-                    f_star = prepared.reference.f_star if prepared.reference else None
-                    res, m = _fit_or_fail(prepared, name, cfg, listeners + (tracker.curve_listener(rid, f_star),),
-                                          lambda why: tracker.set_tags(rid, {"stop_reason": "failed", "stop_message": why}))
-                    tracker.log_metrics(rid, {k: v for k, v in m.items() if k not in _CURVE_KEYS}, step=res.final.iteration)
-                    note = _stationary_note(prepared, res)
-                    tracker.set_tags(rid, {"stop_reason": res.reason, "stop_message": res.message,
-                                           **({"stationary_note": note} if note else {})})
-                    if cfg.log_models:
-                        uri = tracker.log_model(rid, Recommender.from_fit(prepared.objective, res.x, prepared.ratings,
-                                                                          prepared.split.train),
-                                                f"{cfg.model.model}-{name}", step=res.final.iteration)
-                        out.model_uris[name] = uri
-            else:
-                res, m = _fit_or_fail(prepared, name, cfg, listeners)
+            with tracker.run(name, run_params_, parent_id, {"kind": "optimizer"}) as rid:
+                _keep(out.child_run_ids, name, rid)
+                listeners = tuple(l for l in (progress, tracker.curve_listener(rid, f_star)) if l)
+                res, m = _fit_or_fail(prepared, name, cfg, listeners,
+                                      lambda why: tracker.set_tags(rid, {"stop_reason": "failed", "stop_message": why}))
+                tracker.log_metrics(rid, {k: v for k, v in m.items() if k not in _CURVE_KEYS}, step=res.final.iteration)
                 note = _stationary_note(prepared, res)
+                tracker.set_tags(rid, {"stop_reason": res.reason, "stop_message": res.message,
+                                       **({"stationary_note": note} if note else {})})
+                if cfg.log_models and tracker.records:
+                    _keep(out.model_uris, name, tracker.log_model(
+                        rid, Recommender.from_fit(prepared.objective, res.x, prepared.ratings, prepared.split.train),
+                        f"{cfg.model.model}-{name}", step=res.final.iteration))
         except MethodFailed as exc:
             out.failures[name] = str(exc)
             rows.append(report.table_row(name, {}, "failed", message=str(exc)))
@@ -256,8 +251,16 @@ def _compare_split(prepared: Prepared, cfg: RunConfig, tracker, parent_id: str |
     return out
 
 
+def _keep(found: dict, name: str, value) -> None:
+    """Record a run id or model URI (none when nothing is tracked)."""
+    if value is not None:
+        found[name] = value
+
+
 def _log_split_artifacts(tracker, run_id: str, out: Comparison, cfg: RunConfig, title: str,
                          repeats: list[Comparison] | None = None) -> None:
+    if not tracker.records:  # figures and tables made only to be logged
+        return
     parts = repeats or [out]
     f_stars = [r.prepared.reference.f_star if r.prepared.reference else None for r in parts]
     with tempfile.TemporaryDirectory() as tmp:
@@ -269,7 +272,7 @@ def _log_split_artifacts(tracker, run_id: str, out: Comparison, cfg: RunConfig, 
         tracker.log_artifact(run_id, Path(tmp) / "comparison.md")
 
 
-def compare(cfg: RunConfig, tracker=None, progress: Listener | None = None,
+def compare(cfg: RunConfig, tracker=NullTracker(), progress: Listener | None = None,
             ratings: Ratings | None = None, on_start: Callable[[Prepared], None] | None = None,
             download_progress=None, client=None, note: Callable[[str], None] | None = None) -> Comparison:
     """Run ``cfg.optimizers`` (and the baselines) and log them as one parent run with children.
@@ -300,35 +303,27 @@ def compare(cfg: RunConfig, tracker=None, progress: Listener | None = None,
     def run_all(parent_id: str | None) -> Comparison:
         if not repeated:
             out = _compare_split(prepared[0], cfg, tracker, parent_id, progress, run_params(cfg, prepared[0]))
-            if tracker:
-                _log_split_artifacts(tracker, parent_id, out, cfg, title)
-                tracker.log_metrics(parent_id, race_metrics(prepared[0], out))
+            _log_split_artifacts(tracker, parent_id, out, cfg, title)
+            tracker.log_metrics(parent_id, race_metrics(prepared[0], out))
             return out
         repeats = []
         for prep in prepared:
             params = {**run_params(cfg, prep), "fold": prep.split.fold}
-            if tracker:
-                with tracker.run(prep.label, params, parent_id, {"kind": "repeat"}) as rep_id:
-                    rep = _compare_split(prep, cfg, tracker, rep_id, progress, params)
-                    _log_split_artifacts(tracker, rep_id, rep, cfg, f"{title}, {prep.label}")
-                    tracker.log_metrics(rep_id, race_metrics(prep, rep))
-                    rep.parent_run_id = rep_id
-            else:
-                rep = _compare_split(prep, cfg, tracker, None, progress, params)
+            with tracker.run(prep.label, params, parent_id, {"kind": "repeat"}) as rep_id:
+                rep = _compare_split(prep, cfg, tracker, rep_id, progress, params)
+                _log_split_artifacts(tracker, rep_id, rep, cfg, f"{title}, {prep.label}")
+                tracker.log_metrics(rep_id, race_metrics(prep, rep))
+                rep.parent_run_id = rep_id
             repeats.append(rep)
         out = Comparison(fold_table(repeats), repeats[0].results, aggregate_metrics(repeats), prepared[0],
                          folds=repeats, failures={k: v for r in repeats for k, v in r.failures.items()})
-        if tracker:
-            _log_split_artifacts(tracker, parent_id, out, cfg, f"{title}, {len(repeats)} repeats",
-                                 repeats=repeats)
+        _log_split_artifacts(tracker, parent_id, out, cfg, f"{title}, {len(repeats)} repeats", repeats=repeats)
         return out
 
     def finish(out: Comparison) -> Comparison:
         out.compile_seconds, out.pass_costs = compile_seconds, costs
         return out
 
-    if tracker is None:
-        return finish(run_all(None))
     tracker.use_experiment(ratings.name)
     parent_params = {**run_params(cfg, prepared[0]), "optimizers": ",".join(cfg.optimizers),
                      "folds": len(splits) if len(splits) > 1 else None,
@@ -451,7 +446,7 @@ PROFILE_TAUS = np.logspace(0, 3, 121)  # 1 to 1000 times the best method's cost
 
 
 def study(cfg: RunConfig, datasets: list[str], ranks: list[int], regs: list[float], seeds: list[int],
-          tracker=None, progress: Listener | None = None, note: Callable[[str], None] | None = None,
+          tracker=NullTracker(), progress: Listener | None = None, note: Callable[[str], None] | None = None,
           reference_passes: int = race.REFERENCE_PASSES) -> Study:
     """``cfg.optimizers`` on every problem of the suite ``datasets x ranks x regs x seeds`` (one
     split per dataset, seeded by ``cfg.data.seed``), each against its own ``f*``; then Dolan-More
@@ -482,15 +477,14 @@ def study(cfg: RunConfig, datasets: list[str], ranks: list[int], regs: list[floa
             params = {**run_params(pcfg, prep), "problem": label}
             # Methods are not logged one run each here (hundreds of runs): a run per problem holds
             # every method's costs to target; the per-problem CSV holds everything.
-            out = _compare_split(prep, pcfg, None, None, progress, params)
+            out = _compare_split(prep, pcfg, NullTracker(), None, progress, params)
             problem_rows = [r for r in out.table.to_dict("records") if r["reason"] != "baseline"]
-            if tracker:
-                with tracker.run(label, params, parent_id, {"kind": "problem"}) as pid:
-                    tracker.log_metrics(pid, {"f_star": prep.reference.f_star,
-                                              "f_star_rel_grad_norm": prep.reference.rel_grad_norm,
-                                              **{f"{r['optimizer']}_{k}": r[k] for r in problem_rows for k in r
-                                                 if k.startswith(_TO_TARGET) or k in ("rel_gap", "data_passes")}})
-                    tracker.set_tags(pid, {f"{r['optimizer']}_stop": r["reason"] for r in problem_rows})
+            with tracker.run(label, params, parent_id, {"kind": "problem"}) as pid:
+                tracker.log_metrics(pid, {"f_star": prep.reference.f_star,
+                                          "f_star_rel_grad_norm": prep.reference.rel_grad_norm,
+                                          **{f"{r['optimizer']}_{k}": r[k] for r in problem_rows for k in r
+                                             if k.startswith(_TO_TARGET) or k in ("rel_gap", "data_passes")}})
+                tracker.set_tags(pid, {f"{r['optimizer']}_stop": r["reason"] for r in problem_rows})
             for row in problem_rows:
                 rows.append({"problem": label, "dataset": ratings.name, "rank": rank, "reg": reg, "seed": seed,
                              "f_star": prep.reference.f_star, "f_star_rel_grad_norm": prep.reference.rel_grad_norm,
@@ -503,8 +497,6 @@ def study(cfg: RunConfig, datasets: list[str], ranks: list[int], regs: list[floa
                 profiles[f"{unit}-{key}"] = race.profile(costs[list(cfg.optimizers)], PROFILE_TAUS)
         return Study(runs, profiles, profile_headline(profiles, len(suite)))
 
-    if tracker is None:
-        return run_suite(None)
     tracker.use_experiment("study")
     params = {"optimizers": ",".join(cfg.optimizers), "datasets": ",".join(datasets),
               "ranks": ",".join(map(str, ranks)), "regs": ",".join(map(str, regs)), "seeds": ",".join(map(str, seeds)),
@@ -513,7 +505,7 @@ def study(cfg: RunConfig, datasets: list[str], ranks: list[int], regs: list[floa
     with tracker.run("study", params, tags={"kind": "study"}) as parent_id:
         out = run_suite(parent_id)
         with tempfile.TemporaryDirectory() as tmp:
-            for path in report.profile_figures(out.profiles, Path(tmp), len(suite)):
+            for path in (report.profile_figures(out.profiles, Path(tmp), len(suite)) if tracker.records else []):
                 tracker.log_artifact(parent_id, path)
             out.runs.to_csv(Path(tmp) / "study.csv", index=False)
             tracker.log_artifact(parent_id, Path(tmp) / "study.csv")
@@ -577,7 +569,7 @@ def _with_model(cfg: RunConfig, params: dict) -> RunConfig:
     return replace(cfg, model=cfg.model.with_values(**params))
 
 
-def sweep(cfg: RunConfig, grid: dict[str, list], optimizer: str, trials: int | None = None, tracker=None,
+def sweep(cfg: RunConfig, grid: dict[str, list], optimizer: str, trials: int | None = None, tracker=NullTracker(),
           progress: Listener | None = None, ratings: Ratings | None = None,
           on_trial: Callable[[int, int, dict, float], None] | None = None) -> Sweep:
     """Tune ``grid`` by validation RMSE only, then refit the winner on train + validation and
@@ -606,17 +598,12 @@ def sweep(cfg: RunConfig, grid: dict[str, list], optimizer: str, trials: int | N
             prep = prepare_split(blind, ratings, tcfg)
             if j == 0:
                 warm_up(prep.objective)  # the first trial's clock must not pay for compilation
-            listeners = tuple(l for l in (progress,) if l)
-            if tracker:
-                with tracker.run(f"trial-{j}", {**run_params(tcfg, prep), "optimizer": optimizer}, parent_id,
-                                 {"kind": "trial"}) as rid:
-                    res, m = fit(prep, optimizer, tcfg, listeners + (tracker.curve_listener(rid),))
-                    tracker.log_metrics(rid, {k: v for k, v in m.items() if not k.startswith("test_")
-                                              and k not in _CURVE_KEYS}, step=res.final.iteration)
-                    tracker.set_tags(rid, {"stop_reason": res.reason})
-            else:
-                rid = None
-                res, m = fit(prep, optimizer, tcfg, listeners)
+            with tracker.run(f"trial-{j}", {**run_params(tcfg, prep), "optimizer": optimizer}, parent_id,
+                             {"kind": "trial"}) as rid:
+                res, m = fit(prep, optimizer, tcfg, tuple(l for l in (progress, tracker.curve_listener(rid)) if l))
+                tracker.log_metrics(rid, {k: v for k, v in m.items() if not k.startswith("test_")
+                                          and k not in _CURVE_KEYS}, step=res.final.iteration)
+                tracker.set_tags(rid, {"stop_reason": res.reason})
             rows.append({**params, "val_rmse": m["val_rmse"], "train_rmse": m["train_rmse"],
                          "seconds": m["fit_seconds"], "iterations": m["iterations"], "reason": res.reason,
                          "run_id": rid})
@@ -636,21 +623,15 @@ def sweep(cfg: RunConfig, grid: dict[str, list], optimizer: str, trials: int | N
             refit_rule = replace(refit_rule, max_iter=int(best_row["iterations"]))
         wcfg = replace(_with_model(cfg, out.best), rule=refit_rule)
         prep = prepare_split(refit_split, ratings, wcfg)
-        if tracker:
-            with tracker.run("refit-winner", {**run_params(wcfg, prep), "optimizer": optimizer}, parent_id,
-                             {"kind": "refit"}) as rid:
-                res, m = fit(prep, optimizer, wcfg, tuple(l for l in (progress,) if l) + (tracker.curve_listener(rid),))
-                tracker.log_metrics(rid, {k: v for k, v in m.items() if k not in _CURVE_KEYS and not k.startswith("val_")},
-                                    step=res.final.iteration)
-            winner_rid = best_row["run_id"]
-            tracker.set_tags(winner_rid, {"winner": "true"})
-        else:
-            res, m = fit(prep, optimizer, wcfg, tuple(l for l in (progress,) if l))
+        with tracker.run("refit-winner", {**run_params(wcfg, prep), "optimizer": optimizer}, parent_id,
+                         {"kind": "refit"}) as rid:
+            res, m = fit(prep, optimizer, wcfg, tuple(l for l in (progress, tracker.curve_listener(rid)) if l))
+            tracker.log_metrics(rid, {k: v for k, v in m.items() if k not in _CURVE_KEYS and not k.startswith("val_")},
+                                step=res.final.iteration)
+        tracker.set_tags(best_row["run_id"], {"winner": "true"})
         out.test_metrics = {k: m[k] for k in ("test_rmse", "test_mae", "train_rmse", "fit_seconds", "iterations")}
         return out
 
-    if tracker is None:
-        return run_trials(None)
     tracker.use_experiment(ratings.name)
     with tracker.run(f"sweep-{optimizer}", {"optimizer": optimizer, "grid": repr(grid), "trials": len(combos),
                                             "dataset": ratings.name, "split_seed": cfg.data.seed},
@@ -663,7 +644,7 @@ def sweep(cfg: RunConfig, grid: dict[str, list], optimizer: str, trials: int | N
             out.trials.drop(columns=["run_id"]).to_csv(path, index=False)
             tracker.log_artifact(parent_id, path)
     out.parent_run_id = parent_id
-    out.links = tracker.links([r for r in out.trials["run_id"] if r])
+    out.links = tracker.links([r for r in out.trials["run_id"] if r is not None])
     return out
 
 

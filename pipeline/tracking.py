@@ -205,6 +205,8 @@ class MlflowTracker:
     files never scatter into whatever directory the command ran from).
     """
 
+    records = True  # runs, metrics and files are kept (see pipeline.null_tracker for the other kind)
+
     def __init__(self, tracking_uri: str, artifact_root: str | os.PathLike | None = None,
                  flush_seconds: float = 3.0, create: bool = True):
         self.tracking_uri = tracking_uri
@@ -370,6 +372,22 @@ class MlflowTracker:
             "experiment": f"{base}/#/experiments/{exp}?workflowType=machine_learning",
             "compare": f"{base}/#/compare-runs?runs={runs}&experiments={exps}&workflowType=machine_learning",
         }
+
+    def experiment_links(self, ui_url: str | None = None) -> dict[str, dict[str, str]]:
+        """Per experiment (the Default one aside): its page, and the compare page of its newest
+        comparison's child runs where it has one."""
+        out = {}
+        for exp in self.client.search_experiments():
+            if exp.name == "Default":
+                continue
+            self.experiment_id = exp.experiment_id
+            runs = self.client.search_runs([exp.experiment_id], "tags.kind = 'comparison'",
+                                           order_by=["attributes.start_time DESC"], max_results=1)
+            children = self.client.search_runs([exp.experiment_id], f"tags.mlflow.parentRunId = '{runs[0].info.run_id}'"
+                                               ) if runs else []
+            links = self.links([c.info.run_id for c in children], ui_url)
+            out[exp.name] = links if runs else {"experiment": links["experiment"]}
+        return out
 
     def latest_comparison(self, experiment: str | None = None) -> str:
         """The run id of the newest comparison (in ``experiment``, or in any experiment)."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import math
 
 import numpy as np
@@ -156,3 +158,19 @@ def test_every_model_is_logged_served_and_reported_under_its_own_name(model, tmp
     others = [s.title for name, s in __import__("pipeline.objectives", fromlist=["MODELS"]).MODELS.items()
               if name != model and s.title not in spec.title]
     assert not any(f"optimizers on {t}" in text for t in others)
+
+
+def test_register_puts_the_best_fit_in_the_model_registry(tmp_path, small_file, tracking_uri, monkeypatch):
+    import mlflow
+    monkeypatch.chdir(tmp_path)
+    res = CliRunner().invoke(cli, ["compare", "--dataset", str(small_file), "--optimizers", "lbfgs,gd",
+                                   "--max-passes", "40", "-q", "--register", "recsys-small",
+                                   "--data-dir", str(tmp_path / "d")])
+    assert res.exit_code == 0 and "registered as recsys-small version 1" in res.stdout, res.output
+    mlflow.set_tracking_uri(tracking_uri)
+    version = mlflow.MlflowClient().get_model_version("recsys-small", "1")
+    best, uri = re.search(r"best model \(([\w-]+)\): recsys recommend --model-uri (\S+)", res.stdout).groups()
+    model_id = uri.split("/")[-1]
+    assert model_id in version.source and mlflow.get_logged_model(model_id).name == f"mf-{best}"
+    served = mlflow.pyfunc.load_model("models:/recsys-small/1")
+    assert np.isfinite(np.asarray(served.predict(pd.DataFrame({"user": [1], "item": [1]})))).all()
