@@ -22,7 +22,7 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from pipeline import evaluate, race, report
+from pipeline import evaluate, race, report, schema
 from pipeline.config import DataConfig, RunConfig
 from pipeline.data import (DataError, Ratings, Split, cache_folder, filter_min_counts, load_dataset, load_predefined,
                            make_splits)
@@ -134,15 +134,10 @@ def fit(prepared: Prepared, name: str, cfg: RunConfig, listeners: tuple[Listener
     if len(split.test):
         rec = Recommender.from_fit(obj, result.x, prepared.ratings, split.train)
         metrics.update(evaluate.ranking_metrics(rec.scores, split.train, split.test))
-    last = result.final
-    metrics.update({"train_loss": last.loss, "grad_norm": last.grad_norm, "rel_grad_norm": last.rel_grad_norm,
-                    "fit_seconds": last.seconds, "iterations": last.iteration, "n_fun": last.n_fun,
-                    "n_grad": last.n_grad, "n_hessp": last.n_hessp, "data_passes": last.data_passes,
-                    "n_monitor_evals": result.n_monitor_evals,
-                    "n_negative_curvature": result.n_negative_curvature})
+    metrics.update(schema.final_metrics(result))
     if prepared.reference is not None:
         f_star = prepared.reference.f_star
-        metrics["rel_gap"] = race.relative_gap(last.loss, f_star)
+        metrics[schema.GAP] = schema.relative_gap(result.final.loss, f_star)
         metrics.update(race.time_to_target(result, f_star))
     return result, metrics
 
@@ -193,7 +188,6 @@ def _stationary_note(prepared: Prepared, result: OptimizeResult) -> str:
     return race.stationary_note(result, prepared.reference.f_star) if prepared.reference else ""
 
 
-_CURVE_KEYS = ("train_loss", "rel_grad_norm", "val_rmse")  # logged per iterate: not again as final metrics
 
 
 class MethodFailed(Exception):
@@ -233,7 +227,7 @@ def _compare_split(prepared: Prepared, cfg: RunConfig, tracker, parent_id: str |
                 listeners = tuple(l for l in (progress, tracker.curve_listener(rid, f_star)) if l)
                 res, m = _fit_or_fail(prepared, name, cfg, listeners,
                                       lambda why: tracker.set_tags(rid, {"stop_reason": "failed", "stop_message": why}))
-                tracker.log_metrics(rid, {k: v for k, v in m.items() if k not in _CURVE_KEYS}, step=res.final.iteration)
+                tracker.log_metrics(rid, {k: v for k, v in m.items() if k not in schema.CURVE_ONLY}, step=res.final.iteration)
                 note = _stationary_note(prepared, res)
                 tracker.set_tags(rid, {"stop_reason": res.reason, "stop_message": res.message,
                                        **({"stationary_note": note} if note else {})})
@@ -297,7 +291,7 @@ def compare(cfg: RunConfig, tracker=NullTracker(), progress: Listener | None = N
         for name, m in out.metrics.items():
             if name in out.results:
                 flat.update({f"{name}_{k}": v for k, v in m.items()
-                             if k.startswith(("passes_to_", "seconds_to_")) or k == "rel_gap"})
+                             if k.startswith(_TO_TARGET) or k == schema.GAP})
         return flat
 
     def run_all(parent_id: str | None) -> Comparison:
@@ -483,7 +477,7 @@ def study(cfg: RunConfig, datasets: list[str], ranks: list[int], regs: list[floa
                 tracker.log_metrics(pid, {"f_star": prep.reference.f_star,
                                           "f_star_rel_grad_norm": prep.reference.rel_grad_norm,
                                           **{f"{r['optimizer']}_{k}": r[k] for r in problem_rows for k in r
-                                             if k.startswith(_TO_TARGET) or k in ("rel_gap", "data_passes")}})
+                                             if k.startswith(_TO_TARGET) or k in (schema.GAP, "data_passes")}})
                 tracker.set_tags(pid, {f"{r['optimizer']}_stop": r["reason"] for r in problem_rows})
             for row in problem_rows:
                 rows.append({"problem": label, "dataset": ratings.name, "rank": rank, "reg": reg, "seed": seed,
@@ -492,7 +486,7 @@ def study(cfg: RunConfig, datasets: list[str], ranks: list[int], regs: list[floa
         runs = pd.DataFrame(rows)
         profiles = {}
         for unit in ("passes", "seconds"):
-            for key in race.TARGET_KEYS:
+            for key in schema.TARGET_KEYS:
                 costs = runs.pivot(index="problem", columns="optimizer", values=f"{unit}_to_{key}")
                 profiles[f"{unit}-{key}"] = race.profile(costs[list(cfg.optimizers)], PROFILE_TAUS)
         return Study(runs, profiles, profile_headline(profiles, len(suite)))
@@ -602,7 +596,7 @@ def sweep(cfg: RunConfig, grid: dict[str, list], optimizer: str, trials: int | N
                              {"kind": "trial"}) as rid:
                 res, m = fit(prep, optimizer, tcfg, tuple(l for l in (progress, tracker.curve_listener(rid)) if l))
                 tracker.log_metrics(rid, {k: v for k, v in m.items() if not k.startswith("test_")
-                                          and k not in _CURVE_KEYS}, step=res.final.iteration)
+                                          and k not in schema.CURVE_ONLY}, step=res.final.iteration)
                 tracker.set_tags(rid, {"stop_reason": res.reason})
             rows.append({**params, "val_rmse": m["val_rmse"], "train_rmse": m["train_rmse"],
                          "seconds": m["fit_seconds"], "iterations": m["iterations"], "reason": res.reason,
@@ -626,7 +620,7 @@ def sweep(cfg: RunConfig, grid: dict[str, list], optimizer: str, trials: int | N
         with tracker.run("refit-winner", {**run_params(wcfg, prep), "optimizer": optimizer}, parent_id,
                          {"kind": "refit"}) as rid:
             res, m = fit(prep, optimizer, wcfg, tuple(l for l in (progress, tracker.curve_listener(rid)) if l))
-            tracker.log_metrics(rid, {k: v for k, v in m.items() if k not in _CURVE_KEYS and not k.startswith("val_")},
+            tracker.log_metrics(rid, {k: v for k, v in m.items() if k not in schema.CURVE_ONLY and not k.startswith("val_")},
                                 step=res.final.iteration)
         tracker.set_tags(best_row["run_id"], {"winner": "true"})
         out.test_metrics = {k: m[k] for k in ("test_rmse", "test_mae", "train_rmse", "fit_seconds", "iterations")}

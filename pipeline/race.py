@@ -43,8 +43,8 @@ import numpy as np
 import pandas as pd
 
 from pipeline.optim import OptimizeResult, StoppingRule, minimize
+from pipeline.schema import TARGET_KEYS, TARGETS, relative_gap, target_label  # noqa: F401 - part of race's face
 
-TARGETS = (1e-3, 1e-6, 1e-9)
 VAL_TOLERANCE = 1e-4
 REFERENCE_SOLVERS = ("lbfgs", "newton-cg")  # the two phases, in order
 REFERENCE_GTOL = (1e-6, 1e-10)              # relative to ||g(x0)||, where each phase stops
@@ -52,12 +52,6 @@ REFERENCE_PASSES = 20_000                   # per phase; seconds only as a safet
 REFERENCE_VERSION = 2  # bump when the reference's definition changes: old cache entries then miss
 
 
-def target_label(tau: float) -> str:
-    """``1e-3`` for 0.001: the suffix of the to-target columns and metrics."""
-    return f"{tau:.0e}".replace("e-0", "e-")
-
-
-TARGET_KEYS = tuple(target_label(t) for t in TARGETS) + ("val",)
 
 
 @dataclass(frozen=True)
@@ -124,10 +118,6 @@ def problem_key(*parts) -> str:
         else:
             h.update(repr(part).encode())
     return h.hexdigest()[:24]
-
-
-def relative_gap(loss: float, f_star: float) -> float:
-    return (loss - f_star) / max(abs(f_star), 1e-300)
 
 
 def time_to_target(result: OptimizeResult, f_star: float, targets=TARGETS,

@@ -9,13 +9,8 @@ import numpy as np
 import pandas as pd
 
 from pipeline.optim.base import OptimizeResult
+from pipeline.schema import GAP, TABLE_COLUMNS, TARGET_KEYS, TARGETS, history_from_curves
 
-TARGETS = (1e-3, 1e-6, 1e-9)
-TARGET_KEYS = ("1e-3", "1e-6", "1e-9", "val")
-TABLE_COLUMNS = (["optimizer", "reason", "data_passes", "seconds", "rel_gap", "rel_grad_norm"]
-                 + [f"{u}_to_{t}" for t in TARGET_KEYS for u in ("passes", "seconds")]
-                 + ["val_rmse", "test_rmse", "note", "iterations", "n_fun", "n_grad", "n_hessp", "train_loss",
-                    "grad_norm", "train_rmse", "val_mae", "test_mae", "message"])
 
 
 def table_row(name: str, metrics: dict, reason: str = "baseline", note: str = "", message: str = "") -> dict:
@@ -200,7 +195,7 @@ SHOWN = [("optimizer", "optimizer", lambda r, c: str(r[c])),
          ("stop", "reason", lambda r, c: str(r[c])),
          ("passes", "data_passes", _num(".0f")),
          ("seconds", "seconds", _num(".2f")),
-         ("(f-f*)/|f*|", "rel_gap", _num(".1e")),
+         ("(f-f*)/|f*|", GAP, _num(".1e")),
          ("|g|/|g0|", "rel_grad_norm", _num(".1e"))] + \
         [(f"to {k}" if k != "val" else "to val plateau", k, lambda r, c: _to_target(r, c)) for k in TARGET_KEYS] + \
         [("val_rmse", "val_rmse", _num(".4f")), ("test_rmse", "test_rmse", _num(".4f")),
@@ -271,22 +266,9 @@ METHOD_NOTES = {
 
 def results_from_logged(children: list[dict]) -> dict[str, OptimizeResult]:
     """Rebuild optimizer histories from logged curves (what the report and its figures need)."""
-    from pipeline.optim.base import IterationRecord
-    out = {}
-    for child in children:
-        curves = child["curves"]
-        if not curves or not curves.get("train_loss"):
-            continue
-        steps = [s for s, _ in curves["train_loss"]]
-        value = {k: dict(v) for k, v in curves.items()}
-        get = lambda key, s, default: value.get(key, {}).get(s, default)
-        hist = [IterationRecord(s, value["train_loss"][s], get("grad_norm", s, np.nan), get("rel_grad_norm", s, np.nan),
-                                get("seconds", s, 0.0), int(get("n_fun", s, 0)), int(get("n_grad", s, 0)),
-                                int(get("n_hessp", s, 0)), get("val_rmse", s, np.nan), int(get("data_passes", s, 0)))
-                for s in steps]
-        out[child["name"]] = OptimizeResult(child["name"], np.empty(0), child["tags"].get("stop_reason", "?"),
-                                            child["tags"].get("stop_message", ""), hist)
-    return out
+    return {child["name"]: OptimizeResult(child["name"], np.empty(0), child["tags"].get("stop_reason", "?"),
+                                          child["tags"].get("stop_message", ""), history_from_curves(child["curves"]))
+            for child in children if child["curves"] and child["curves"].get("train_loss")}
 
 
 def _names(items: list[tuple[str, float]], unit: str, fmt: str) -> str:

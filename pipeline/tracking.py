@@ -29,11 +29,12 @@ import pandas as pd
 from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 
+from pipeline import schema
 from pipeline.optim.base import IterationRecord
 
-# Per-iterate curves. n_fun, n_grad and grad_norm are final metrics only: data_passes and
-# rel_grad_norm carry the same story, and each curve point costs about 0.2 ms to store in SQLite.
-CURVES = ("train_loss", "rel_gap", "rel_grad_norm", "val_rmse", "seconds", "n_hessp", "data_passes")
+# Per-iterate curves (pipeline.schema). n_fun, n_grad and grad_norm are final metrics only:
+# data_passes and rel_grad_norm carry the same story, and each curve point costs about 0.2 ms to
+# store in SQLite.
 UI_HOST, UI_PORT = "127.0.0.1", 5000
 
 
@@ -310,13 +311,10 @@ class MlflowTracker:
 
     def curve_listener(self, run_id: str, f_star: float | None = None):
         """A :class:`pipeline.optim.Monitor` listener that buffers the curves of ``run_id``
-        (:data:`CURVES`; ``rel_gap = (f - f*)/|f*|`` when the reference optimum is given)."""
+        (``pipeline.schema.CURVES``; ``rel_gap = (f - f*)/|f*|`` when the reference optimum is given)."""
         def listen(_name: str, record: IterationRecord) -> None:
             now = int(time.time() * 1000)
-            values = {"train_loss": record.loss, "rel_grad_norm": record.rel_grad_norm, "val_rmse": record.val_rmse,
-                      "seconds": record.seconds, "n_hessp": record.n_hessp, "data_passes": record.data_passes}
-            if f_star is not None:
-                values["rel_gap"] = (record.loss - f_star) / max(abs(f_star), 1e-300)
+            values = schema.curve_point(record, f_star)
             buf = self._buffer.setdefault(run_id, [])
             buf.extend(Metric(k, v, now, record.iteration) for k, v in _finite(values).items())
             if time.monotonic() - self._last_flush >= self.flush_seconds:
@@ -421,7 +419,7 @@ class MlflowTracker:
         for c in children:
             curves = {}
             if c.data.tags.get("kind") == "optimizer":
-                for key in CURVES:
+                for key in schema.CURVE_NAMES:
                     hist = self.client.get_metric_history(c.info.run_id, key)
                     curves[key] = sorted((h.step, h.value) for h in hist)
             out["children"].append({"name": c.info.run_name, "run_id": c.info.run_id, "params": c.data.params,
