@@ -267,7 +267,7 @@ def test_ui_prints_links_on_its_own_port(runner, tracking_uri, monkeypatch, smal
     res = runner.invoke(cli, ["compare", "--dataset", str(small_file), "--rank", "2", "--max-iter", "5",
                               "--optimizers", "gd", "--quiet", "--no-models"])
     assert res.exit_code == 0, res.output
-    import pipeline.cli as cli_module
+    import pipeline.cli.runs as cli_module
     monkeypatch.setattr(cli_module.subprocess, "call", lambda cmd: 0)  # do not start a server in a test
     res = runner.invoke(cli, ["ui", "--port", "5055"])
     assert res.exit_code == 0, res.output

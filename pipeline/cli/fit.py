@@ -1,0 +1,225 @@
+"""Commands that fit: train, compare, study, sweep, check-grad."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from pipeline.cli import cli
+from pipeline.cli.options import (DownloadProgress, Finite, InputError, OptimizerList, Progress, REGISTER,
+                                 ValueList, _config, _finite_float, _tracker, fit_options, input_errors,
+                                 run_options)
+from pipeline.config import DEFAULT_OPTIMIZERS, DataConfig, ModelConfig, RunConfig
+from pipeline.objectives import WEIGHTINGS
+from pipeline.optim import REGISTRY, StoppingRule
+
+
+def _run_comparison(optimizers, kw) -> None:
+    from pipeline import experiment, report
+    cfg = _config(kw, optimizers)
+    tracker = _tracker(kw)
+
+    def started(prep):
+        d = prep.ratings.describe()
+        cold = prep.split.cold_counts()
+        click.echo(f"dataset {prep.ratings.name}: {d['n_ratings']:,} ratings, {d['n_users']:,} users, "
+                   f"{d['n_items']:,} items; split {len(prep.split.train):,}/{len(prep.split.validation):,}/"
+                   f"{len(prep.split.test):,} (test rows with a cold user {cold['test_cold_user_rows']}, "
+                   f"cold item {cold['test_cold_item_rows']}); {prep.objective.n_params:,} parameters", err=True)
+
+    from pipeline.distributed import BackendError, connect
+    client = None
+    if kw.get("backend") == "dask":
+        try:
+            client = connect(kw.get("scheduler"), kw.get("workers", 2))
+        except BackendError as exc:
+            raise InputError(str(exc)) from None
+        click.echo(f"dask: {len(client.scheduler_info()['workers'])} workers at {client.scheduler.address}", err=True)
+    try:
+        result = experiment.compare(cfg, tracker, None if kw.get("quiet") else Progress(), on_start=started,
+                                    download_progress=DownloadProgress(), client=client,
+                                    note=lambda msg: click.echo(msg, err=True))
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
+    except BackendError as exc:  # the cluster failed mid-fit; the open runs were marked FAILED
+        raise click.ClickException(str(exc)) from None
+    finally:
+        if client is not None:
+            cluster = client.cluster if not kw.get("scheduler") else None  # ours to stop, not a shared one
+            client.close()
+            if cluster is not None:
+                cluster.close()
+    click.echo("")
+    if result.folds:
+        click.echo(f"mean over {len(result.folds)} repeats (folds x seeds; test_rmse_std: spread of test RMSE)")
+    click.echo(report.format_table(result.table))
+    if result.folds:
+        click.echo("test_rmse_std  " + "  ".join(f"{r.optimizer} {r.test_rmse_std:.4f}"
+                                                 for r in result.table.itertuples()))
+    click.echo("")
+    for line in report.findings(result.table):
+        click.echo(f"- {line}")
+    if tracker.records:
+        click.echo("")
+        click.echo(f"MLflow experiment: {result.links['experiment']}")
+        click.echo(f"compare the runs:  {result.links['compare']}")
+        if result.model_uris:
+            best = min(result.model_uris, key=lambda n: result.metrics[n]["val_rmse"])  # model selection: validation
+            click.echo(f"best model ({best}): recsys recommend --model-uri {result.model_uris[best]} --user ID")
+            if kw.get("register"):
+                version = tracker.register(result.model_uris[best], kw["register"])
+                click.echo(f"registered as {kw['register']} version {version}: models:/{kw['register']}/{version}")
+        click.echo(f"(start the UI with `make ui` or `recsys ui`; store: {tracker.tracking_uri})")
+    if result.failures and len(result.failures) == len(cfg.optimizers):
+        raise click.ClickException("every method failed: " + "; ".join(f"{k}: {v}" for k, v in result.failures.items()))
+
+
+@cli.command()
+@click.option("--optimizer", type=click.Choice(list(REGISTRY)), default="newton-cg", show_default=True,
+              help="The optimizer to fit with.")
+@run_options
+@fit_options
+@REGISTER
+@input_errors
+def train(optimizer, **kw):
+    """Fit one model with one optimizer (logged as a comparison of one, beside the baselines)."""
+    _run_comparison((optimizer,), kw)
+
+
+@cli.command()
+@click.option("--optimizers", type=OptimizerList(), default=",".join(DEFAULT_OPTIMIZERS), show_default=True,
+              help=f"Comma-separated optimizers, from: {', '.join(REGISTRY)}.")
+@run_options
+@fit_options
+@REGISTER
+@input_errors
+def compare(optimizers, **kw):
+    """Compare optimizers on one objective from one starting point under one stopping rule."""
+    _run_comparison(optimizers, kw)
+
+
+@cli.command()
+@click.option("--datasets", type=ValueList(str, "dataset"), default="synthetic", show_default=True,
+              help="Comma-separated datasets of the suite (names or paths, as --dataset takes).")
+@click.option("--optimizers", type=OptimizerList(), default=",".join(REGISTRY), show_default=True,
+              help="The methods compared on every problem.")
+@click.option("--ranks", type=ValueList(int, "integer"), default="5,20,50", show_default=True)
+@click.option("--regs", type=ValueList(_finite_float, "finite number"), default="0.02,0.1", show_default=True)
+@click.option("--seeds", "seed_list", type=ValueList(int, "integer"), default="0,1,2", show_default=True,
+              help="Starting points per (dataset, rank, reg).")
+@click.option("--reg-bias", type=Finite(min=0), default=ModelConfig().hyper.reg_bias, show_default=True)
+@click.option("--weighting", type=click.Choice(WEIGHTINGS), default=ModelConfig().hyper.weighting, show_default=True)
+@click.option("--gtol", type=Finite(min=0), default=1e-10, show_default=True,
+              help="Stop a method at ||g||/||g0|| <= GTOL [default: as tight as the reference, so the targets, "
+                   "not the gradient test, end the race]")
+@click.option("--max-passes", type=click.IntRange(min=1), default=600, show_default=True,
+              help="Budget per method and problem, in data passes.")
+@click.option("--max-seconds", type=Finite(min=0, min_open=True), default=30.0, show_default=True,
+              help="Wall-time safety net per method and problem (set so that the passes budget, which is the "
+                   "same on any machine, ends every run of the default suite here).")
+@click.option("--reference-passes", type=click.IntRange(min=1), default=2000, show_default=True,
+              help="Budget of each phase of the reference solve (L-BFGS, then Newton-CG) per problem, in passes.")
+@click.option("--split-seed", type=int, default=0, show_default=True)
+@click.option("--data-dir", type=click.Path(file_okay=False), default="data", show_default=True)
+@click.option("--cache/--no-cache", default=True, show_default=True,
+              help="Cache parsed files and each problem's reference optimum under DATA_DIR/cache.")
+@click.option("--tracking-uri", default=None,
+              help="MLflow tracking URI [default: $MLFLOW_TRACKING_URI, else sqlite:///<project>/mlflow.db].")
+@click.option("--no-tracking", is_flag=True, help="Do not log to MLflow.")
+@click.option("--quiet", "-q", is_flag=True, help="No per-iteration progress.")
+@input_errors
+def study(datasets, optimizers, ranks, regs, seed_list, reg_bias, weighting, gtol, max_passes, max_seconds,
+          reference_passes, split_seed, data_dir, cache, tracking_uri, no_tracking, quiet):
+    """Run the methods over a suite of problems (datasets x ranks x regs x seeds) and draw Dolan-More
+    performance profiles in data passes and in seconds for each target (logged at the parent run)."""
+    from pipeline import experiment
+    if min(ranks) < 1 or min(regs) < 0:
+        raise InputError("bad suite: ranks >= 1 and penalties >= 0")
+    cfg = RunConfig(data=DataConfig(seed=split_seed, data_dir=data_dir, cache=cache),
+                    model=ModelConfig.of("mf", reg_bias=reg_bias, weighting=weighting),
+                    rule=StoppingRule(gtol=gtol, max_passes=max_passes, max_seconds=max_seconds),
+                    optimizers=tuple(optimizers))
+    tracker = _tracker({"no_tracking": no_tracking, "tracking_uri": tracking_uri})
+    try:
+        out = experiment.study(cfg, list(datasets), list(ranks), list(regs), list(seed_list), tracker,
+                               None if quiet else Progress(10.0), note=lambda msg: click.echo(msg, err=True),
+                               reference_passes=reference_passes)
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
+    click.echo("")
+    for line in out.headline:
+        click.echo(f"- {line}")
+    if tracker.records:
+        click.echo("")
+        click.echo(f"MLflow experiment: {out.links['experiment']}")
+        click.echo("profiles: performance_profile_passes.png, performance_profile_seconds.png and study.csv "
+                   f"at run {out.parent_run_id}")
+
+
+
+@cli.command()
+@click.option("--optimizer", type=click.Choice(list(REGISTRY)), default="als", show_default=True,
+              help="The optimizer every trial fits with.")
+@click.option("--ranks", type=ValueList(int, "integer"), default="10,20,50", show_default=True, help="Grid of ranks.")
+@click.option("--regs", type=ValueList(_finite_float, "finite number"), default="0.03,0.05,0.1", show_default=True,
+              help="Grid of factor penalties.")
+@click.option("--reg-biases", type=ValueList(_finite_float, "finite number"), default="0.05", show_default=True,
+              help="Grid of bias penalties.")
+@click.option("--weightings", type=ValueList(str, "weighting"), default="count", show_default=True,
+              help="Grid of penalty weightings (count, none).")
+@click.option("--trials", type=click.IntRange(min=1), default=None,
+              help="Random search: this many grid points drawn at random (seeded by --seed) [default: the whole grid].")
+@run_options
+@fit_options
+@input_errors
+def sweep(optimizer, ranks, regs, reg_biases, weightings, trials, **kw):
+    """Tune rank and penalties by validation RMSE only; refit the winner on train + validation and
+    report its test RMSE once. Each trial is a nested MLflow run; the winner is tagged."""
+    from pipeline import experiment
+    cfg = _config(kw, (optimizer,))
+    tracker = _tracker(kw)
+    grid = {"rank": list(ranks), "reg": list(regs), "reg_bias": list(reg_biases), "weighting": list(weightings)}
+
+    def on_trial(j, n, params, val):
+        click.echo(f"trial {j + 1}/{n}: " + ", ".join(f"{k}={v}" for k, v in params.items()) + f"  val_rmse {val:.4f}",
+                   err=True)
+    try:
+        out = experiment.sweep(cfg, grid, optimizer, trials, tracker, None if kw.get("quiet") else Progress(10.0),
+                               on_trial=on_trial)
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
+    shown = out.trials.drop(columns=["run_id"]).sort_values("val_rmse")
+    click.echo(shown.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    click.echo("")
+    click.echo("winner (by validation RMSE): " + ", ".join(f"{k}={v}" for k, v in out.best.items()))
+    click.echo(f"refit on train + validation: test RMSE {out.test_metrics['test_rmse']:.4f}, "
+               f"test MAE {out.test_metrics['test_mae']:.4f} ({out.test_metrics['fit_seconds']:.1f} s)")
+    if tracker.records:
+        click.echo(f"MLflow experiment: {out.links['experiment']}")
+        click.echo(f"compare the trials: {out.links['compare']}")
+
+
+@cli.command("check-grad")
+@click.option("--directions", type=click.IntRange(min=1), default=3, show_default=True,
+              help="Random directions per check point.")
+@run_options
+@input_errors
+def check_grad(directions, **kw):
+    """Check the gradient and Hessian-vector product against central finite differences.
+
+    Prints the largest relative error over random directions, at the starting point and at a
+    random point: g.v against (f(x+hv)-f(x-hv))/2h, Hv against (g(x+hv)-g(x-hv))/2h, and the
+    symmetry u.Hv = v.Hu.
+    """
+    from pipeline import experiment
+    try:
+        errors = experiment.check_grad(_config(kw, ()), n_directions=directions)
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
+    for k, v in errors.items():
+        click.echo(f"{k:<34} {v:.2e}")
+    worst = max(errors.values())
+    click.echo(f"{'worst':<34} {worst:.2e}  ({'ok' if worst < 1e-5 else 'LARGE: check the derivatives'})")
+    if worst >= 1e-5:
+        sys.exit(1)

@@ -1,0 +1,80 @@
+"""Reading what was logged: report, ui, and runs repair."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import click
+
+from pipeline.cli import cli
+from pipeline.cli.options import InputError, _note_repaired, input_errors
+from pipeline.config import default_tracking_uri, project_root
+
+
+@cli.command()
+@click.option("--run-id", default=None, help="The comparison's parent run [default: the newest comparison].")
+@click.option("--experiment", default=None, help="Look for the newest comparison in this experiment only.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
+              help="Folder for report.md and its figures [default: reports/<experiment>-<run>].")
+@click.option("--tracking-uri", default=None,
+              help="MLflow tracking URI [default: $MLFLOW_TRACKING_URI, else sqlite:///<project>/mlflow.db].")
+@input_errors
+def report(run_id, experiment, out_dir, tracking_uri):
+    """Write the case study of a logged comparison (Markdown + PNG figures) and log it to its run."""
+    from pipeline import report as report_module
+    from pipeline.tracking import MlflowTracker
+    tracker = MlflowTracker(tracking_uri or default_tracking_uri(), create=False)
+    try:
+        run_id = run_id or tracker.latest_comparison(experiment)
+        logged = tracker.load_comparison(run_id)
+    except LookupError as exc:
+        raise InputError(str(exc)) from None
+    except Exception as exc:  # an unknown run id comes back as an MLflow error
+        raise InputError(f"cannot read run {run_id}: {str(exc).splitlines()[0]}") from None
+    folder = Path(out_dir or project_root() / "reports" / f"{logged['parent']['experiment']}-{run_id[:8]}")
+    path = report_module.write_report(logged, folder)
+    for f in sorted(folder.iterdir()):
+        tracker.log_artifact(run_id, f, "report")
+    click.echo(f"wrote {path} (and logged it to run {run_id} under report/)")
+
+
+@cli.group()
+def runs():
+    """Look after the runs in the MLflow store."""
+
+
+@runs.command()
+@click.option("--tracking-uri", default=None,
+              help="MLflow tracking URI [default: $MLFLOW_TRACKING_URI, else sqlite:///<project>/mlflow.db].")
+@input_errors
+def repair(tracking_uri):
+    """Mark FAILED the RUNNING runs of this machine whose process is gone (killed with SIGKILL, a
+    power loss). Every command that logs runs does this check when it starts."""
+    from pipeline.tracking import MlflowTracker
+    repaired = MlflowTracker(tracking_uri or default_tracking_uri()).repair()
+    _note_repaired(repaired)
+    click.echo(f"{len(repaired)} run(s) repaired")
+
+
+@cli.command()
+@click.option("--tracking-uri", default=None,
+              help="MLflow tracking URI [default: $MLFLOW_TRACKING_URI, else sqlite:///<project>/mlflow.db].")
+@click.option("--port", type=click.IntRange(1, 65535), default=5000, show_default=True)
+@input_errors
+def ui(tracking_uri, port):
+    """Start the MLflow UI on 127.0.0.1 for the project's runs (Ctrl-C stops it)."""
+    from pipeline.tracking import MlflowTracker, ui_command
+    uri = tracking_uri or default_tracking_uri()
+    tracker = MlflowTracker(uri, create=False)
+    base = f"http://127.0.0.1:{port}"
+    click.echo(f"MLflow UI: {base}/#/experiments?workflowType=machine_learning  (store: {uri})")
+    for name, links in tracker.experiment_links(base).items():
+        click.echo(f"  {name}: {links['experiment']}")
+        if "compare" in links:
+            click.echo(f"    latest comparison: {links['compare']}")
+    try:
+        sys.exit(subprocess.call(ui_command(uri, port=port)))
+    except KeyboardInterrupt:
+        sys.exit(0)
