@@ -161,6 +161,12 @@ def pass_costs(objective, x0: np.ndarray, repeats: int = 5, seed: int = 0) -> di
     at a point whose residuals are cached, as inside CG. Measured, not assumed: the data-pass
     budget counts each of these as one pass (an ALS sweep as two), and these ratios say what a
     pass costs in time on this problem and machine."""
+    from threadpoolctl import threadpool_limits
+    with threadpool_limits(limits=1, user_api="blas"):  # as the race runs (pipeline.optim.registry)
+        return _pass_costs(objective, x0, repeats, seed)
+
+
+def _pass_costs(objective, x0: np.ndarray, repeats: int, seed: int) -> dict[str, float]:
     rng = np.random.default_rng(seed)
     x = np.array(x0, dtype=np.float64, copy=True)
     v = rng.normal(size=objective.n_params)

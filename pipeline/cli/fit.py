@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 
 import click
@@ -179,7 +180,14 @@ def sweep(optimizer, ranks, regs, reg_biases, weightings, trials, **kw):
     from pipeline import experiment
     cfg = _config(kw, (optimizer,))
     tracker = _tracker(kw)
-    grid = {"rank": list(ranks), "reg": list(regs), "reg_bias": list(reg_biases), "weighting": list(weightings)}
+    # Each axis applies to a model that has that hyperparameter (logreg has a reg, not a rank);
+    # an axis given on the command line for a model without it is an error, from the model's spec.
+    axes = {"rank": ("ranks", ranks), "reg": ("regs", regs), "reg_bias": ("reg_biases", reg_biases),
+            "weighting": ("weightings", weightings)}
+    own = {f.name for f in dataclasses.fields(cfg.model.hyper)}
+    ctx = click.get_current_context()
+    grid = {k: list(v) for k, (option, v) in axes.items()
+            if k in own or ctx.get_parameter_source(option) == click.core.ParameterSource.COMMANDLINE}
 
     def on_trial(j, n, params, val):
         click.echo(f"trial {j + 1}/{n}: " + ", ".join(f"{k}={v}" for k, v in params.items()) + f"  val_rmse {val:.4f}",
