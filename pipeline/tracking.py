@@ -32,9 +32,6 @@ from mlflow.tracking import MlflowClient
 from pipeline import schema
 from pipeline.optim.base import IterationRecord
 
-# Per-iterate curves (pipeline.schema). n_fun, n_grad and grad_norm are final metrics only:
-# data_passes and rel_grad_norm carry the same story, and each curve point costs about 0.2 ms to
-# store in SQLite.
 UI_HOST, UI_PORT = "127.0.0.1", 5000
 
 
