@@ -12,7 +12,7 @@ from pipeline.cli.options import (DownloadProgress, Finite, InputError, Optimize
                                  ValueList, _config, _finite_float, _tracker, fit_options, input_errors,
                                  run_options)
 from pipeline.config import DEFAULT_OPTIMIZERS, DataConfig, ModelConfig, RunConfig
-from pipeline.objectives import WEIGHTINGS
+from pipeline.objectives import MODELS, WEIGHTINGS
 from pipeline.optim import REGISTRY, StoppingRule
 
 
@@ -109,8 +109,10 @@ def compare(optimizers, **kw):
 @click.option("--regs", type=ValueList(_finite_float, "finite number"), default="0.02,0.1", show_default=True)
 @click.option("--seeds", "seed_list", type=ValueList(int, "integer"), default="0,1,2", show_default=True,
               help="Starting points per (dataset, rank, reg).")
-@click.option("--reg-bias", type=Finite(min=0), default=ModelConfig().hyper.reg_bias, show_default=True)
-@click.option("--weighting", type=click.Choice(WEIGHTINGS), default=ModelConfig().hyper.weighting, show_default=True)
+@click.option("--model", type=click.Choice(list(MODELS)), default="mf", show_default=True,
+              help="The model of every problem (one with a rank and a penalty: the suite varies them).")
+@click.option("--reg-bias", type=Finite(min=0), default=None, help="Bias penalty [default: the model's].")
+@click.option("--weighting", type=click.Choice(WEIGHTINGS), default=None, help="Penalty weights [default: the model's].")
 @click.option("--gtol", type=Finite(min=0), default=1e-10, show_default=True,
               help="Stop a method at ||g||/||g0|| <= GTOL [default: as tight as the reference, so the targets, "
                    "not the gradient test, end the race]")
@@ -130,7 +132,7 @@ def compare(optimizers, **kw):
 @click.option("--no-tracking", is_flag=True, help="Do not log to MLflow.")
 @click.option("--quiet", "-q", is_flag=True, help="No per-iteration progress.")
 @input_errors
-def study(datasets, optimizers, ranks, regs, seed_list, reg_bias, weighting, gtol, max_passes, max_seconds,
+def study(datasets, optimizers, ranks, regs, seed_list, model, reg_bias, weighting, gtol, max_passes, max_seconds,
           reference_passes, split_seed, data_dir, cache, tracking_uri, no_tracking, quiet):
     """Run the methods over a suite of problems (datasets x ranks x regs x seeds) and draw Dolan-More
     performance profiles in data passes and in seconds for each target (logged at the parent run)."""
@@ -138,7 +140,8 @@ def study(datasets, optimizers, ranks, regs, seed_list, reg_bias, weighting, gto
     if min(ranks) < 1 or min(regs) < 0:
         raise InputError("bad suite: ranks >= 1 and penalties >= 0")
     cfg = RunConfig(data=DataConfig(seed=split_seed, data_dir=data_dir, cache=cache),
-                    model=ModelConfig.of("mf", reg_bias=reg_bias, weighting=weighting),
+                    model=ModelConfig.of(model, **{k: v for k, v in (("reg_bias", reg_bias), ("weighting", weighting))
+                                                   if v is not None}),
                     rule=StoppingRule(gtol=gtol, max_passes=max_passes, max_seconds=max_seconds),
                     optimizers=tuple(optimizers))
     tracker = _tracker({"no_tracking": no_tracking, "tracking_uri": tracking_uri})
