@@ -32,6 +32,15 @@ class BackendError(RuntimeError):
     """The cluster could not be reached or failed during a fit (one-line message)."""
 
 
+def build(model_config, train: Ratings, client):
+    """The objective ``model_config`` names with its sums on the cluster of ``client``: the models
+    this backend implements are in :data:`MODELS`; any other is a one-line ``ValueError``."""
+    if model_config.model not in MODELS:
+        raise ValueError(f"the dask backend runs the model(s) {', '.join(MODELS)}; "
+                         f"run --model {model_config.model} on --backend local")
+    return MODELS[model_config.model](train, model_config.hyper, client)
+
+
 class _Shard:
     """One user block of the ratings, as a penalty-free BiasedMF with the global mean."""
 
@@ -150,3 +159,10 @@ def connect(scheduler: str | None = None, workers: int = 2, threads_per_worker: 
     cluster = LocalCluster(n_workers=workers, threads_per_worker=threads_per_worker, processes=True,
                            dashboard_address=None)
     return Client(cluster)
+
+
+# The models this backend implements (model name -> builder from its hyperparameters).
+MODELS = {
+    "mf": lambda train, h, client: DaskMF(train, client, rank=h.rank, reg=h.reg, reg_bias=h.reg_bias,
+                                          weighting=h.weighting, init_scale=h.init_scale, kernel=h.kernel),
+}

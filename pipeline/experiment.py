@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -89,7 +89,11 @@ def load_splits(d: DataConfig, ratings: Ratings | None = None, progress=None) ->
 
 def prepare_split(split: Split, ratings: Ratings, cfg: RunConfig, seed: int | None = None,
                   client=None) -> Prepared:
-    objective = build_objective(split.train, cfg.model, client)
+    if client is None:
+        objective = build_objective(split.train, cfg.model)
+    else:  # the Dask backend: the same objective, its sums on the cluster
+        from pipeline import distributed
+        objective = distributed.build(cfg.model, split.train, client)
     seed = cfg.seed if seed is None else seed
     x0 = objective.init(np.random.default_rng(seed))
     return Prepared(ratings, split, objective, x0, seed, backend="local" if client is None else "dask")

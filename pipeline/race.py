@@ -43,7 +43,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.optim import OptimizeResult, StoppingRule, minimize
-from pipeline.schema import TARGET_KEYS, TARGETS, relative_gap, target_label  # noqa: F401 - part of race's face
+from pipeline.schema import TARGETS, relative_gap, target_label
 
 VAL_TOLERANCE = 1e-4
 REFERENCE_SOLVERS = ("lbfgs", "newton-cg")  # the two phases, in order

@@ -21,9 +21,9 @@ def model_spec(name: str) -> ModelSpec:
     return MODELS[name]
 
 
-def build_objective(train, model_config, client=None):
-    """The objective ``model_config`` names, on ``train`` (``client``: a Dask client, or None)."""
-    return model_spec(model_config.model).build(train, model_config.hyper, client)
+def build_objective(train, model_config):
+    """The objective ``model_config`` names, on ``train``."""
+    return model_spec(model_config.model).build(train, model_config.hyper)
 
 
 BiasedMF = mf.BiasedMF

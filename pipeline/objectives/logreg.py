@@ -32,7 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from pipeline.data.ratings import Ratings
-from pipeline.objectives.spec import ModelSpec, constant, hyperparameter, local_only
+from pipeline.objectives.spec import ModelSpec, constant, hyperparameter
 
 
 @dataclass(frozen=True)
@@ -199,7 +199,6 @@ convex, so every convergent method reaches one minimum. Predictions are probabil
 
 SPEC = ModelSpec(
     name="logreg", summary="logistic regression on user and item indicators predicting rating >= threshold",
-    hyper=LogRegHyper, build=lambda train, h, client=None: local_only("logreg", client) or LogisticRatings(
-        train, reg=h.reg, threshold=h.threshold),
+    hyper=LogRegHyper, build=lambda train, h: LogisticRatings(train, reg=h.reg, threshold=h.threshold),
     baselines=lambda train, h: {"global-rate": constant(float((train.ratings >= h.threshold).mean()))},
     title="logistic regression on ratings", derivation=DERIVATION, headline=("reg", "threshold"))

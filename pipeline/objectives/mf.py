@@ -481,11 +481,7 @@ ratings, O(N k), and the Hessian is never formed (full derivation: docs/derivati
 """
 
 
-def _build(train: Ratings, h: MFHyper, client=None) -> BiasedMF:
-    if client is not None:  # the Dask backend: the same objective, its sums on the cluster
-        from pipeline.distributed import DaskMF
-        return DaskMF(train, client, rank=h.rank, reg=h.reg, reg_bias=h.reg_bias, weighting=h.weighting,
-                      init_scale=h.init_scale, kernel=h.kernel)
+def _build(train: Ratings, h: MFHyper) -> BiasedMF:
     return BiasedMF(train, rank=h.rank, reg=h.reg, reg_bias=h.reg_bias, weighting=h.weighting,
                     init_scale=h.init_scale, kernel=h.kernel)
 

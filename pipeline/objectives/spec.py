@@ -27,8 +27,8 @@ def hyperparameter(default, help: str, *, low: float | None = None, low_open: bo
 class ModelSpec:
     """Everything the pipeline needs to know about one model.
 
-    ``build(train, hyper, client)``: the objective on ``train`` (``client``: a Dask client for the
-    distributed backend, or None; a model that runs locally only raises ``ValueError`` for one).
+    ``build(train, hyper)``: the objective on ``train`` (on this machine; a distributed backend
+    says itself which models it runs, see ``pipeline.distributed``).
     ``baselines(train, hyper)``: ``{name: predict(users, items)}`` the model is compared against.
     ``title``, ``derivation``: the report's words for it (Markdown). ``headline``: the
     hyperparameters that name a problem in figure titles."""
@@ -70,9 +70,3 @@ class ModelSpec:
 def constant(value: float) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
     """A predictor of ``value`` for every pair (the global-mean kind of baseline)."""
     return lambda users, items: np.full(len(users), float(value))
-
-
-def local_only(model: str, client) -> None:
-    """For a model without a distributed backend: a Dask client is a one-line error."""
-    if client is not None:
-        raise ValueError(f"the {model} model runs on the local backend only")

@@ -48,30 +48,18 @@ a fit serves ``mu + b_u + c_i + q_i . z_u`` as an MF scorer with ``P := Z``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import scipy.sparse as sp
 
 from pipeline.data.ratings import Ratings
 from pipeline.objectives.base import PredictsRatings
-from pipeline.objectives.mf import KERNELS, WEIGHTINGS, BiasedMF, rating_baselines
+from pipeline.objectives.mf import WEIGHTINGS, BiasedMF, MFHyper, rating_baselines
 from pipeline.objectives.serving import FactorScorer
-from pipeline.objectives.spec import ModelSpec, hyperparameter, local_only
+from pipeline.objectives.spec import ModelSpec
 
 
-@dataclass(frozen=True)
-class SVDppHyper:
-    rank: int = hyperparameter(10, "Number of latent factors k.", low=1)
-    reg: float = hyperparameter(0.1, "Factor penalty lambda (see --weighting).", low=0)
-    reg_bias: float = hyperparameter(0.1, "Bias penalty lambda_b.", low=0)
-    weighting: str = hyperparameter("count", "Penalty weights: 'count' weights each user/item by its number of "
-                                             "training ratings (what SGD and ALS-WR minimize); 'none' is plain L2.",
-                                    choices=WEIGHTINGS)
-    init_scale: float = hyperparameter(0.1, "Standard deviation of the random starting factors.", low=0,
-                                       low_open=True)
-    kernel: str = hyperparameter("auto", "The compiled kernels (numba) or the numpy reference; auto: numba "
-                                         "where installed.", choices=KERNELS)
+# The hyperparameters of biased MF, with the same meaning (the penalty on Y is lam, weighted like Q's).
+SVDppHyper = MFHyper
 
 
 class SVDpp(PredictsRatings):
@@ -251,7 +239,7 @@ Each product is one of MF's compiled passes plus two sparse products with `A`; G
 SPEC = ModelSpec(
     name="svdpp", summary="SVD++: biased MF with implicit feedback from the items each user rated",
     hyper=SVDppHyper,
-    build=lambda train, h, client=None: local_only("svdpp", client) or SVDpp(
+    build=lambda train, h: SVDpp(
         train, rank=h.rank, reg=h.reg, reg_bias=h.reg_bias, weighting=h.weighting, init_scale=h.init_scale,
         kernel=h.kernel),
     baselines=lambda train, h: rating_baselines(train, h.reg_bias, h.weighting),
