@@ -25,7 +25,7 @@ from pipeline.data.readers import ReadOptions
 from pipeline.objectives import model_spec
 from pipeline.optim.base import StoppingRule
 
-DEFAULT_OPTIMIZERS = ("gd", "gd-bb", "newton-cg", "lbfgs", "als")
+DEFAULT_OPTIMIZERS = ("gd", "gd-bb", "newton-cg", "newton-pcg", "lbfgs", "als")
 
 
 @dataclass(frozen=True)

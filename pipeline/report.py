@@ -249,6 +249,10 @@ METHOD_NOTES = {
     "newton-cg": "Truncated Newton (scipy Newton-CG) with our exact Hessian-vector product: conjugate gradients "
                  "on H d = -g, stopped early by a forcing term, and on negative curvature; then a Wolfe line "
                  "search. Superlinear near a minimum; each step costs as many data passes as CG iterations.",
+    "newton-pcg": "Truncated Newton with conjugate gradients preconditioned by the Hessian's block diagonal (per user "
+                  "and per item the (k+1)-square block, ALS's normal matrices, Cholesky-factored once per outer "
+                  "iteration at the cost of two passes): CG then needs far fewer Hessian-vector products; negative "
+                  "curvature ends CG; Armijo line search.",
     "newton-cg-gn": "Newton-CG with the Gauss-Newton product (residual curvature dropped): never meets negative "
                     "curvature, converges linearly when residuals are not small.",
     "trust-ncg": "Trust-region Newton with Steihaug CG: follows negative curvature to the region's boundary "

@@ -60,3 +60,9 @@ def small_file(tmp_path, runner):
                               "--ratings", "1200", "--seed", "2"])
     assert res.exit_code == 0, res.output
     return out
+
+
+@pytest.fixture(autouse=True)
+def _artifacts_stay_in_tmp(tmp_path, monkeypatch):
+    """Commands run by the tests keep their MLflow artifacts under tmp_path, never in the project."""
+    monkeypatch.setattr("pipeline.cli.options.project_root", lambda *_a, **_k: tmp_path)

@@ -74,7 +74,7 @@ def mf_loop(f, x, u, i):
 
 
 class TestBiasedMFContract(ObjectiveContract):
-    optimizers = ("newton-cg", "lbfgs", "trust-ncg", "als")
+    optimizers = ("newton-cg", "lbfgs", "trust-ncg", "als", "newton-pcg")
     agree_atol = 1e-9
 
     def make_train(self):

@@ -281,3 +281,43 @@ def test_barzilai_borwein_step_is_exact_on_a_quadratic():
     q = Quadratic()
     res = minimize("gd-bb", q, q.init(None), StoppingRule(gtol=1e-14, max_iter=5), step0=0.1)
     assert res.reason == "converged" and res.final.iteration == 2
+
+
+def test_mf_preconditioner_inverts_the_hessian_block_diagonal_on_both_kernels():
+    """MF's precondition(x) applies exactly the inverse of the Hessian's per-user and per-item
+    (k+1)-square blocks (dense Hessian built column by column on a tiny problem)."""
+    train = tiny_ratings(n_users=6, n_items=5)
+    for kernel in ("numba", "numpy"):
+        f = BiasedMF(train, rank=2, reg=0.3, reg_bias=0.1, kernel=kernel)
+        x = f.init(np.random.default_rng(0)) + 0.3
+        n, m, ni, k = f.n_params, f.n_users, f.n_items, 2
+        H = np.column_stack([f.hessp(x, e) for e in np.eye(n)])
+        apply = f.precondition(x)
+        M_inv = np.column_stack([apply(e) for e in np.eye(n)])
+        blocks = [list(range(u * k, (u + 1) * k)) + [(m + ni) * k + u] for u in range(m)]
+        blocks += [list(range((m + i) * k, (m + i + 1) * k)) + [(m + ni) * k + m + i] for i in range(ni)]
+        B = np.zeros_like(H)
+        for idx in blocks:
+            B[np.ix_(idx, idx)] = H[np.ix_(idx, idx)]
+        np.testing.assert_allclose(M_inv @ B, np.eye(n), atol=1e-12)
+
+
+def test_newton_pcg_needs_fewer_hessian_products_than_newton_cg():
+    """The block-diagonal preconditioner removes the spread that rating counts put in the Hessian:
+    to ||g||/||g0|| <= 1e-6 on 10,000 synthetic ratings, fewer data passes than newton-cg (the
+    preconditioner's own two passes per iteration included). Passes are machine-independent."""
+    from pipeline.data import SyntheticSpec, generate
+    f = BiasedMF(generate(SyntheticSpec(n_users=300, n_items=200, n_ratings=10000, seed=3)), rank=5, reg=0.1,
+                 reg_bias=0.1)
+    x0 = f.init(np.random.default_rng(0))
+    rule = StoppingRule(gtol=1e-6, max_passes=20000)
+    pcg, cg = minimize("newton-pcg", f, x0, rule), minimize("newton-cg", f, x0, rule)
+    assert pcg.reason == cg.reason == "converged"
+    assert pcg.final.data_passes < 0.5 * cg.final.data_passes, (pcg.final.data_passes, cg.final.data_passes)
+
+
+def test_newton_pcg_says_when_the_model_offers_no_preconditioner():
+    from pipeline.objectives import LogisticRatings
+    f = LogisticRatings(tiny_ratings(), reg=0.5)
+    res = minimize("newton-pcg", f, f.init(np.random.default_rng(0)), StoppingRule(max_iter=5))
+    assert "needs a model with precondition()" in res.message

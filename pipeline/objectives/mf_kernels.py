@@ -447,3 +447,70 @@ def sgd_epoch(order, users, items, r, mu, lr, lam, lam_b, P, Q, b, c):
             Q[i, f] = qf - lr * (e * pf + lam * qf)
         b[u] -= lr * (e + lam_b * b[u])
         c[i] -= lr * (e + lam_b * c[i])
+
+
+@njit(**_FLAGS)
+def block_cholesky(indptr, cols, F, w, lam, lam_b, L):
+    """Per row (a user, or an item with the roles swapped): the Cholesky factor, lower, of
+    ``A = sum_j z_j z_j^T + w_row D`` with ``z_j = (F[c_j], 1)`` and ``D = diag(lam, ..., lam, lam_b)``:
+    ALS's normal matrix, the Hessian's diagonal block times N. Written into ``L[row]``; a row whose
+    ``A`` is not positive definite (no ratings and no penalty: its parameters never move) gets the
+    identity. One thread per row; each row's sums in stored order."""
+    k = F.shape[1]
+    k1 = k + 1
+    for row in prange(len(indptr) - 1):
+        A = L[row]
+        A[:, :] = 0.0
+        z = np.empty(k1)
+        for j in range(indptr[row], indptr[row + 1]):
+            c = cols[j]
+            for f in range(k):
+                z[f] = F[c, f]
+            z[k] = 1.0
+            for a in range(k1):
+                za = z[a]
+                for bb in range(a + 1):
+                    A[a, bb] += za * z[bb]
+        for a in range(k):
+            A[a, a] += w[row] * lam
+        A[k, k] += w[row] * lam_b
+        ok = True
+        for a in range(k1):
+            s = A[a, a]
+            for bb in range(a):
+                s -= A[a, bb] * A[a, bb]
+            if s <= 0.0:
+                ok = False
+                break
+            d = np.sqrt(s)
+            A[a, a] = d
+            for i in range(a + 1, k1):
+                t = A[i, a]
+                for bb in range(a):
+                    t -= A[i, bb] * A[a, bb]
+                A[i, a] = t / d
+        for a in range(k1):
+            for bb in range(a + 1, k1):
+                A[a, bb] = 0.0
+            if not ok:
+                for bb in range(k1):
+                    A[a, bb] = 1.0 if a == bb else 0.0
+
+
+@njit(**_FLAGS)
+def block_solve(L, rhs, out):
+    """``out[row] = (L[row] L[row]^T)^-1 rhs[row]`` for every row: two triangular solves."""
+    k1 = L.shape[1]
+    for row in prange(L.shape[0]):
+        Lr = L[row]
+        y = np.empty(k1)
+        for a in range(k1):
+            t = rhs[row, a]
+            for bb in range(a):
+                t -= Lr[a, bb] * y[bb]
+            y[a] = t / Lr[a, a]
+        for a in range(k1 - 1, -1, -1):
+            t = y[a]
+            for bb in range(a + 1, k1):
+                t -= Lr[bb, a] * out[row, bb]
+            out[row, a] = t / Lr[a, a]
