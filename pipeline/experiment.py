@@ -25,7 +25,7 @@ import pandas as pd
 from pipeline import evaluate, race, report, schema
 from pipeline.config import DataConfig, RunConfig
 from pipeline.data import (DataError, Ratings, Split, cache_folder, filter_min_counts, load_dataset, load_predefined,
-                           make_splits)
+                           make_splits, random_split)
 from pipeline.objectives import build_objective, model_spec
 from pipeline.objectives.check import check_derivatives
 from pipeline.optim import REGISTRY, OptimizeResult, minimize
@@ -547,6 +547,7 @@ class Sweep:
     trials: pd.DataFrame          # one row per trial: its hyperparameters, val_rmse, fit seconds, reason
     best: dict                    # the winning hyperparameters
     test_metrics: dict            # the refit winner on train + validation, scored once on test
+    edges: list[str] = field(default_factory=list)  # winners on the edge of their grid, in words
     parent_run_id: str | None = None
     links: dict[str, str] = field(default_factory=dict)
 
@@ -563,25 +564,46 @@ def sweep_grid(grid: dict[str, list], trials: int | None, seed: int) -> list[dic
     return combos
 
 
+def grid_edges(grid: dict[str, list], best: dict) -> list[str]:
+    """The numeric axes (of two values or more) whose winning value is the grid's smallest or
+    largest: there the optimum may lie outside the range searched."""
+    out = []
+    for key, values in grid.items():
+        numbers = sorted(set(v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)))
+        if len(numbers) >= 2 and best.get(key) in (numbers[0], numbers[-1]):
+            side = "largest" if best[key] == numbers[-1] else "smallest"
+            out.append(f"{key} = {best[key]:g} is the {side} value searched ({numbers[0]:g} to {numbers[-1]:g}): "
+                       f"widen the grid past it")
+    return out
+
+
 def _with_model(cfg: RunConfig, params: dict) -> RunConfig:
     return replace(cfg, model=cfg.model.with_values(**params))
 
 
 def sweep(cfg: RunConfig, grid: dict[str, list], optimizer: str, trials: int | None = None, tracker=NullTracker(),
           progress: Listener | None = None, ratings: Ratings | None = None,
-          on_trial: Callable[[int, int, dict, float], None] | None = None) -> Sweep:
+          on_trial: Callable[[int, int, dict, float], None] | None = None, val_fraction: float = 0.1) -> Sweep:
     """Tune ``grid`` by validation RMSE only, then refit the winner on train + validation and
     score it once on test.
 
     Trials never see the test set: they are fitted and scored on a split whose test part is
-    empty, so nothing about test can leak into the selection (tested).
+    empty, so nothing about test can leak into the selection (tested). A split without a
+    validation part (``--train/--test`` files) holds out ``val_fraction`` of its training part,
+    seeded by the split seed. A winner at the edge of a numeric axis of the grid is reported in
+    ``Sweep.edges`` (the optimum may lie outside the range searched).
     """
     if optimizer not in REGISTRY:
         raise KeyError(f"unknown optimizer {optimizer!r}; choose from {', '.join(REGISTRY)}")
     ratings, splits = load_splits(cfg.data, ratings)
     split = splits[0]
-    if len(split.validation) == 0:
-        raise DataError("a sweep selects by validation RMSE: the split has no validation set")
+    if len(split.validation) == 0:  # a predefined train/test pair: validation comes out of train
+        if not 0 < val_fraction < 1:
+            raise DataError(f"--val-fraction must be between 0 and 1, got {val_fraction}")
+        held = random_split(split.train, (1 - val_fraction, val_fraction, 0.0), cfg.data.seed)
+        if len(held.validation) == 0:
+            raise DataError("a sweep selects by validation RMSE: the training part is too small to hold out any")
+        split = Split(held.train, held.validation, split.test, split.seed, f"{split.method}+holdout", split.fold)
     blind = Split(split.train, split.validation, split.test.subset(np.array([], dtype=np.int64)), split.seed,
                   split.method, split.fold)
     combos = sweep_grid(grid, trials, cfg.seed)
@@ -611,6 +633,7 @@ def sweep(cfg: RunConfig, grid: dict[str, list], optimizer: str, trials: int | N
         best_row = trials_frame.loc[trials_frame["val_rmse"].idxmin()]
         # the winner's values in their own types (a pandas row makes every number a float)
         out.trials, out.best = trials_frame, {k: type(getattr(cfg.model.hyper, k))(best_row[k]) for k in grid}
+        out.edges = grid_edges(grid, out.best)
         # refit the winner on train + validation, score it once on test
         merged = _concat(split.train, split.validation)
         refit_split = Split(merged, split.validation.subset(np.array([], dtype=np.int64)), split.test, split.seed,
@@ -637,6 +660,8 @@ def sweep(cfg: RunConfig, grid: dict[str, list], optimizer: str, trials: int | N
         run_trials(parent_id)
         tracker.log_metrics(parent_id, {"best_val_rmse": float(out.trials["val_rmse"].min()), **out.test_metrics})
         tracker.set_tags(parent_id, {f"best_{k}": v for k, v in out.best.items()})
+        if out.edges:
+            tracker.set_tags(parent_id, {"winner_on_grid_edge": "; ".join(out.edges)})
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "trials.csv"
             out.trials.drop(columns=["run_id"]).to_csv(path, index=False)

@@ -59,3 +59,34 @@ def test_sweep_logs_trials_and_tags_the_winner(small_synthetic, tracking_uri, tm
     assert len(winners) == 1 and winners[0].data.metrics["val_rmse"] == pytest.approx(out.trials["val_rmse"].min())
     refit = next(r for r in runs if r.data.tags.get("kind") == "refit")
     assert refit.data.metrics["test_rmse"] == pytest.approx(out.test_metrics["test_rmse"])
+
+
+def test_a_winner_on_the_edge_of_the_grid_is_reported():
+    assert experiment.grid_edges({"rank": [1, 3], "reg": [0.05, 0.1, 1.0], "weighting": ["count", "none"]},
+                                 {"rank": 3, "reg": 0.1, "weighting": "none"}) == [
+        "rank = 3 is the largest value searched (1 to 3): widen the grid past it"]
+    assert experiment.grid_edges({"reg": [0.05, 0.1, 1.0]}, {"reg": 0.05})[0].startswith("reg = 0.05 is the smallest")
+    assert experiment.grid_edges({"reg": [0.1]}, {"reg": 0.1}) == []  # one value: nothing was searched
+
+
+def test_a_train_test_pair_holds_out_validation_from_train(tmp_path, small_synthetic, runner):
+    """--train/--test files have no validation part: the sweep holds out --val-fraction of the
+    training file (seeded) instead of refusing, and the test file is scored once, by the refit."""
+    from pipeline.cli import cli
+    from pipeline.data import random_split, write_udata
+    split = random_split(small_synthetic, (0.8, 0.0, 0.2), 0)
+    train, test = tmp_path / "u1.base", tmp_path / "u1.test"
+    write_udata(split.train, train)
+    write_udata(split.test, test)
+    res = runner.invoke(cli, ["sweep", "--train", str(train), "--test", str(test), "--optimizer", "als",
+                              "--ranks", "1,3", "--regs", "0.05,1", "--val-fraction", "0.2", "--max-passes", "100",
+                              "-q", "--no-tracking", "--data-dir", str(tmp_path / "d")])
+    assert res.exit_code == 0, res.output
+    assert "winner (by validation RMSE)" in res.stdout and "test RMSE" in res.stdout
+    assert "is the largest value searched" in res.stderr or "is the smallest value searched" in res.stderr
+    out = experiment.sweep(RunConfig(data=DataConfig(train_file=str(train), test_file=str(test), seed=0,
+                                                     data_dir=str(tmp_path / "d")),
+                                     model=ModelConfig(), rule=StoppingRule(gtol=1e-4, max_iter=20),
+                                     optimizers=("als",)),
+                           {"rank": [2]}, "als", val_fraction=0.25)
+    assert np.isfinite(out.trials["val_rmse"]).all() and len(out.trials) == 1

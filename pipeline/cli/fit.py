@@ -172,12 +172,15 @@ def study(datasets, optimizers, ranks, regs, seed_list, model, reg_bias, weighti
               help="Grid of bias penalties.")
 @click.option("--weightings", type=ValueList(str, "weighting"), default="count", show_default=True,
               help="Grid of penalty weightings (count, none).")
+@click.option("--val-fraction", type=Finite(min=0, max=1, min_open=True, max_open=True), default=0.1,
+              show_default=True, help="With --train/--test files: the share of the training file held out, seeded "
+                                      "by --split-seed, to select on.")
 @click.option("--trials", type=click.IntRange(min=1), default=None,
               help="Random search: this many grid points drawn at random (seeded by --seed) [default: the whole grid].")
 @run_options
 @fit_options
 @input_errors
-def sweep(optimizer, ranks, regs, reg_biases, weightings, trials, **kw):
+def sweep(optimizer, ranks, regs, reg_biases, weightings, val_fraction, trials, **kw):
     """Tune rank and penalties by validation RMSE only; refit the winner on train + validation and
     report its test RMSE once. Each trial is a nested MLflow run; the winner is tagged."""
     from pipeline import experiment
@@ -197,7 +200,7 @@ def sweep(optimizer, ranks, regs, reg_biases, weightings, trials, **kw):
                    err=True)
     try:
         out = experiment.sweep(cfg, grid, optimizer, trials, tracker, None if kw.get("quiet") else Progress(10.0),
-                               on_trial=on_trial)
+                               on_trial=on_trial, val_fraction=val_fraction)
     except ValueError as exc:
         raise InputError(str(exc)) from None
     shown = out.trials.drop(columns=["run_id"]).sort_values("val_rmse")
@@ -206,6 +209,8 @@ def sweep(optimizer, ranks, regs, reg_biases, weightings, trials, **kw):
     click.echo("winner (by validation RMSE): " + ", ".join(f"{k}={v}" for k, v in out.best.items()))
     click.echo(f"refit on train + validation: test RMSE {out.test_metrics['test_rmse']:.4f}, "
                f"test MAE {out.test_metrics['test_mae']:.4f} ({out.test_metrics['fit_seconds']:.1f} s)")
+    for edge in out.edges:
+        click.echo(f"note: the winner's {edge}", err=True)
     if tracker.records:
         click.echo(f"MLflow experiment: {out.links['experiment']}")
         click.echo(f"compare the trials: {out.links['compare']}")
