@@ -33,6 +33,7 @@ from pipeline.objectives.base import Objective
 from pipeline.optim.base import Listener
 from pipeline.null_tracker import NullTracker
 from pipeline.recommender import Recommender
+from pipeline.search import GridSearch, Pruned
 
 
 @dataclass
@@ -552,46 +553,22 @@ class Sweep:
     links: dict[str, str] = field(default_factory=dict)
 
 
-def sweep_grid(grid: dict[str, list], trials: int | None, seed: int) -> list[dict]:
-    """Every combination of ``grid`` (a grid search), or ``trials`` of them drawn without
-    replacement by ``default_rng(seed)`` (a random search over the same grid)."""
-    import itertools
-    keys = list(grid)
-    combos = [dict(zip(keys, values)) for values in itertools.product(*(grid[k] for k in keys))]
-    if trials is not None and trials < len(combos):
-        pick = np.random.default_rng(seed).choice(len(combos), size=trials, replace=False)
-        combos = [combos[j] for j in sorted(pick)]
-    return combos
-
-
-def grid_edges(grid: dict[str, list], best: dict) -> list[str]:
-    """The numeric axes (of two values or more) whose winning value is the grid's smallest or
-    largest: there the optimum may lie outside the range searched."""
-    out = []
-    for key, values in grid.items():
-        numbers = sorted(set(v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)))
-        if len(numbers) >= 2 and best.get(key) in (numbers[0], numbers[-1]):
-            side = "largest" if best[key] == numbers[-1] else "smallest"
-            out.append(f"{key} = {best[key]:g} is the {side} value searched ({numbers[0]:g} to {numbers[-1]:g}): "
-                       f"widen the grid past it")
-    return out
-
-
 def _with_model(cfg: RunConfig, params: dict) -> RunConfig:
     return replace(cfg, model=cfg.model.with_values(**params))
 
 
-def sweep(cfg: RunConfig, grid: dict[str, list], optimizer: str, trials: int | None = None, tracker=NullTracker(),
-          progress: Listener | None = None, ratings: Ratings | None = None,
-          on_trial: Callable[[int, int, dict, float], None] | None = None, val_fraction: float = 0.1) -> Sweep:
-    """Tune ``grid`` by validation RMSE only, then refit the winner on train + validation and
-    score it once on test.
+def sweep(cfg: RunConfig, search, optimizer: str, tracker=NullTracker(), progress: Listener | None = None,
+          ratings: Ratings | None = None, on_trial: Callable[[int, int, dict, float | None], None] | None = None,
+          val_fraction: float = 0.1) -> Sweep:
+    """Tune the hyperparameters ``search`` proposes (``pipeline.search``: a grid, or Optuna's TPE
+    over ranges with pruning) by validation RMSE only, then refit the winner on train + validation
+    and score it once on test.
 
     Trials never see the test set: they are fitted and scored on a split whose test part is
     empty, so nothing about test can leak into the selection (tested). A split without a
     validation part (``--train/--test`` files) holds out ``val_fraction`` of its training part,
-    seeded by the split seed. A winner at the edge of a numeric axis of the grid is reported in
-    ``Sweep.edges`` (the optimum may lie outside the range searched).
+    seeded by the split seed. A trial the search prunes ends with reason "pruned"; a winner at
+    the edge of what was searched is reported in ``Sweep.edges``.
     """
     if optimizer not in REGISTRY:
         raise KeyError(f"unknown optimizer {optimizer!r}; choose from {', '.join(REGISTRY)}")
@@ -606,34 +583,47 @@ def sweep(cfg: RunConfig, grid: dict[str, list], optimizer: str, trials: int | N
         split = Split(held.train, held.validation, split.test, split.seed, f"{split.method}+holdout", split.fold)
     blind = Split(split.train, split.validation, split.test.subset(np.array([], dtype=np.int64)), split.seed,
                   split.method, split.fold)
-    combos = sweep_grid(grid, trials, cfg.seed)
-    for params in combos:  # every grid point a valid model before any fit (one line, not a failed trial later)
-        _with_model(cfg, params)
-    rows = []
+    if isinstance(search, GridSearch):  # every grid point a valid model before any fit (one line, not a failed trial)
+        for params in search.points:
+            _with_model(cfg, params)
+    rows = list(search.previous())  # trials an interrupted run of the same study finished
     out = Sweep(pd.DataFrame(), {}, {})
 
     def run_trials(parent_id):
-        for j, params in enumerate(combos):
+        j = 0
+        while (params := search.propose(j)) is not None:
             tcfg = _with_model(cfg, params)
             prep = prepare_split(blind, ratings, tcfg)
             if j == 0:
                 warm_up(prep.objective)  # the first trial's clock must not pay for compilation
             with tracker.run(f"trial-{j}", {**run_params(tcfg, prep), "optimizer": optimizer}, parent_id,
                              {"kind": "trial"}) as rid:
-                res, m = fit(prep, optimizer, tcfg, tuple(l for l in (progress, tracker.curve_listener(rid)) if l))
-                tracker.log_metrics(rid, {k: v for k, v in m.items() if not k.startswith("test_")
-                                          and k not in schema.CURVE_ONLY}, step=res.final.iteration)
-                tracker.set_tags(rid, {"stop_reason": res.reason})
-            rows.append({**params, "val_rmse": m["val_rmse"], "train_rmse": m["train_rmse"],
-                         "seconds": m["fit_seconds"], "iterations": m["iterations"], "reason": res.reason,
+                watch = search.listener(j)
+                listeners = tuple(l for l in (progress, tracker.curve_listener(rid), watch) if l)
+                try:
+                    res, m = fit(prep, optimizer, tcfg, listeners)
+                    reason, value = res.reason, m["val_rmse"]
+                    tracker.log_metrics(rid, {k: v for k, v in m.items() if not k.startswith("test_")
+                                              and k not in schema.CURVE_ONLY}, step=res.final.iteration)
+                    row = {"train_rmse": m["train_rmse"], "seconds": m["fit_seconds"], "iterations": m["iterations"]}
+                except Pruned as why:
+                    reason, value, row = "pruned", None, {}
+                    tracker.set_tags(rid, {"stop_message": str(why)})
+                tracker.set_tags(rid, {"stop_reason": reason})
+            search.tell(j, value)
+            rows.append({**params, "val_rmse": value if value is not None else np.nan, **row, "reason": reason,
                          "run_id": rid})
             if on_trial:
-                on_trial(j, len(combos), params, m["val_rmse"])
+                on_trial(j, search.n_trials, params, value)
+            j += 1
         trials_frame = pd.DataFrame(rows)
+        if trials_frame.empty or trials_frame["val_rmse"].isna().all():
+            raise DataError("the sweep has no finished trial to select from (all were pruned, or none was left)")
         best_row = trials_frame.loc[trials_frame["val_rmse"].idxmin()]
         # the winner's values in their own types (a pandas row makes every number a float)
-        out.trials, out.best = trials_frame, {k: type(getattr(cfg.model.hyper, k))(best_row[k]) for k in grid}
-        out.edges = grid_edges(grid, out.best)
+        keys = [k for k in trials_frame.columns if hasattr(cfg.model.hyper, k)]
+        out.trials, out.best = trials_frame, {k: type(getattr(cfg.model.hyper, k))(best_row[k]) for k in keys}
+        out.edges = search.edges(out.best)
         # refit the winner on train + validation, score it once on test
         merged = _concat(split.train, split.validation)
         refit_split = Split(merged, split.validation.subset(np.array([], dtype=np.int64)), split.test, split.seed,
@@ -649,19 +639,20 @@ def sweep(cfg: RunConfig, grid: dict[str, list], optimizer: str, trials: int | N
             res, m = fit(prep, optimizer, wcfg, tuple(l for l in (progress, tracker.curve_listener(rid)) if l))
             tracker.log_metrics(rid, {k: v for k, v in m.items() if k not in schema.CURVE_ONLY and not k.startswith("val_")},
                                 step=res.final.iteration)
-        tracker.set_tags(best_row["run_id"], {"winner": "true"})
+        if best_row["run_id"] is not None:
+            tracker.set_tags(best_row["run_id"], {"winner": "true"})
         out.test_metrics = {k: m[k] for k in ("test_rmse", "test_mae", "train_rmse", "fit_seconds", "iterations")}
         return out
 
     tracker.use_experiment(ratings.name)
-    with tracker.run(f"sweep-{optimizer}", {"optimizer": optimizer, "grid": repr(grid), "trials": len(combos),
+    with tracker.run(f"sweep-{optimizer}", {"optimizer": optimizer, **search.describe(),
                                             "dataset": ratings.name, "split_seed": cfg.data.seed},
                      tags={"kind": "sweep"}) as parent_id:
         run_trials(parent_id)
         tracker.log_metrics(parent_id, {"best_val_rmse": float(out.trials["val_rmse"].min()), **out.test_metrics})
         tracker.set_tags(parent_id, {f"best_{k}": v for k, v in out.best.items()})
         if out.edges:
-            tracker.set_tags(parent_id, {"winner_on_grid_edge": "; ".join(out.edges)})
+            tracker.set_tags(parent_id, {"winner_on_edge": "; ".join(out.edges)})
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "trials.csv"
             out.trials.drop(columns=["run_id"]).to_csv(path, index=False)

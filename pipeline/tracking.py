@@ -40,6 +40,9 @@ UI_HOST, UI_PORT = "127.0.0.1", 5000
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "4")
+# MLflow draws a progress bar (when tqdm is installed) for every artifact it reads back, as logging a
+# model does to validate its input example: noise on stderr around our one-line messages.
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 
 @contextmanager

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -9,6 +11,7 @@ from pipeline import experiment
 from pipeline.config import DataConfig, ModelConfig, RunConfig
 from pipeline.data import Ratings
 from pipeline.optim import StoppingRule
+from pipeline.search import GridSearch, Range, TpeSearch
 
 GRID = {"rank": [1, 3], "reg": [0.05, 1.0], "reg_bias": [0.1], "weighting": ["count"]}
 
@@ -19,22 +22,22 @@ def cfg():
 
 
 def test_grid_and_random_search_points():
-    assert len(experiment.sweep_grid(GRID, None, 0)) == 4
-    picked = experiment.sweep_grid(GRID, 2, 0)
-    assert len(picked) == 2 and picked == experiment.sweep_grid(GRID, 2, 0)
-    assert all(p in experiment.sweep_grid(GRID, None, 0) for p in picked)
+    assert len(GridSearch(GRID).points) == 4
+    picked = GridSearch(GRID, 2, 0).points
+    assert len(picked) == 2 and picked == GridSearch(GRID, 2, 0).points
+    assert all(p in GridSearch(GRID).points for p in picked)
 
 
 def test_selection_uses_validation_only(small_synthetic):
     """Scrambling the test ratings changes nothing in the selection, only the final test score."""
-    a = experiment.sweep(cfg(), GRID, "als", ratings=small_synthetic)
+    a = experiment.sweep(cfg(), GridSearch(GRID), "als", ratings=small_synthetic)
     splits = experiment.load_splits(cfg().data, small_synthetic)[1]
     test_keys = set(zip(splits[0].test.users.tolist(), splits[0].test.items.tolist()))
     mask = np.array([(u, i) in test_keys for u, i in zip(small_synthetic.users.tolist(), small_synthetic.items.tolist())])
     scrambled = small_synthetic.ratings.copy()
     scrambled[mask] = 6.0 - scrambled[mask]  # mirror the test ratings: a different test set entirely
     other = Ratings(**{**small_synthetic.__dict__, "ratings": scrambled})
-    b = experiment.sweep(cfg(), GRID, "als", ratings=other)
+    b = experiment.sweep(cfg(), GridSearch(GRID), "als", ratings=other)
     assert a.best == b.best
     np.testing.assert_allclose(a.trials["val_rmse"], b.trials["val_rmse"], rtol=0, atol=0)
     assert a.test_metrics["test_rmse"] != b.test_metrics["test_rmse"]
@@ -42,7 +45,7 @@ def test_selection_uses_validation_only(small_synthetic):
 
 
 def test_winner_is_the_argmin_of_validation(small_synthetic):
-    out = experiment.sweep(cfg(), GRID, "als", ratings=small_synthetic)
+    out = experiment.sweep(cfg(), GridSearch(GRID), "als", ratings=small_synthetic)
     best_row = out.trials.loc[out.trials["val_rmse"].idxmin()]
     assert out.best["rank"] == best_row["rank"] and out.best["reg"] == best_row["reg"]
     assert np.isfinite(out.test_metrics["test_rmse"])
@@ -51,7 +54,7 @@ def test_winner_is_the_argmin_of_validation(small_synthetic):
 def test_sweep_logs_trials_and_tags_the_winner(small_synthetic, tracking_uri, tmp_path):
     from pipeline.tracking import MlflowTracker
     tracker = MlflowTracker(tracking_uri, artifact_root=tmp_path / "art")
-    out = experiment.sweep(cfg(), GRID, "als", tracker=tracker, ratings=small_synthetic)
+    out = experiment.sweep(cfg(), GridSearch(GRID), "als", tracker=tracker, ratings=small_synthetic)
     runs = tracker.client.search_runs([tracker.experiment_id])
     trials = [r for r in runs if r.data.tags.get("kind") == "trial"]
     assert len(trials) == 4 and all("test_rmse" not in r.data.metrics for r in trials)
@@ -62,11 +65,11 @@ def test_sweep_logs_trials_and_tags_the_winner(small_synthetic, tracking_uri, tm
 
 
 def test_a_winner_on_the_edge_of_the_grid_is_reported():
-    assert experiment.grid_edges({"rank": [1, 3], "reg": [0.05, 0.1, 1.0], "weighting": ["count", "none"]},
-                                 {"rank": 3, "reg": 0.1, "weighting": "none"}) == [
+    assert GridSearch({"rank": [1, 3], "reg": [0.05, 0.1, 1.0], "weighting": ["count", "none"]}).edges(
+        {"rank": 3, "reg": 0.1, "weighting": "none"}) == [
         "rank = 3 is the largest value searched (1 to 3): widen the grid past it"]
-    assert experiment.grid_edges({"reg": [0.05, 0.1, 1.0]}, {"reg": 0.05})[0].startswith("reg = 0.05 is the smallest")
-    assert experiment.grid_edges({"reg": [0.1]}, {"reg": 0.1}) == []  # one value: nothing was searched
+    assert GridSearch({"reg": [0.05, 0.1, 1.0]}).edges({"reg": 0.05})[0].startswith("reg = 0.05 is the smallest")
+    assert GridSearch({"reg": [0.1]}).edges({"reg": 0.1}) == []  # one value: nothing was searched
 
 
 def test_a_train_test_pair_holds_out_validation_from_train(tmp_path, small_synthetic, runner):
@@ -79,7 +82,8 @@ def test_a_train_test_pair_holds_out_validation_from_train(tmp_path, small_synth
     write_udata(split.train, train)
     write_udata(split.test, test)
     res = runner.invoke(cli, ["sweep", "--train", str(train), "--test", str(test), "--optimizer", "als",
-                              "--ranks", "1,3", "--regs", "0.05,1", "--val-fraction", "0.2", "--max-passes", "100",
+                              "--search", "grid", "--ranks", "1,3", "--regs", "0.05,1", "--val-fraction", "0.2",
+                              "--max-passes", "100",
                               "-q", "--no-tracking", "--data-dir", str(tmp_path / "d")])
     assert res.exit_code == 0, res.output
     assert "winner (by validation RMSE)" in res.stdout and "test RMSE" in res.stdout
@@ -88,5 +92,44 @@ def test_a_train_test_pair_holds_out_validation_from_train(tmp_path, small_synth
                                                      data_dir=str(tmp_path / "d")),
                                      model=ModelConfig(), rule=StoppingRule(gtol=1e-4, max_iter=20),
                                      optimizers=("als",)),
-                           {"rank": [2]}, "als", val_fraction=0.25)
+                           GridSearch({"rank": [2]}), "als", val_fraction=0.25)
     assert np.isfinite(out.trials["val_rmse"]).all() and len(out.trials) == 1
+
+
+SPACE = {"rank": Range(1, 8, integer=True), "reg": Range(0.01, 10.0), "weighting": ("count", "none")}
+
+
+def test_tpe_is_seeded_and_prunes_and_an_interrupted_study_resumes(small_synthetic, tmp_path):
+    """TPE over log-uniform ranges: the same seed proposes the same trials; the median pruner stops
+    some trials on their validation curve; a study stored in SQLite and run again with more trials
+    runs only the ones missing, and its winner is chosen over all of them."""
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    rule = cfg().rule
+    run = lambda search: experiment.sweep(replace(cfg(), rule=replace(rule, max_iter=60)), search, "lbfgs",
+                                          ratings=small_synthetic)
+    import optuna
+
+    def search(name, trials, storage=None):
+        out = TpeSearch(SPACE, trials, seed=3, storage=storage, name=name, warmup_trials=3, warmup_steps=3)
+        # Median pruning compares a trial's best value so far, and these curves start alike: a
+        # threshold shows the wiring (report each iterate, stop the fit, tell the study) for sure.
+        out.study.pruner = optuna.pruners.ThresholdPruner(upper=1.0, n_warmup_steps=3)
+        return out
+    a = run(search("a", 12, storage))
+    b = run(search("b", 12))  # in memory, the same seed
+    cols = ["rank", "reg", "weighting"]
+    assert a.trials[cols].equals(b.trials[cols])
+    assert (a.trials["reason"] == "pruned").any() and (a.trials["reason"] != "pruned").any()
+    assert a.best["rank"] == int(a.best["rank"]) and 1 <= a.best["rank"] <= 8 and 0.01 <= a.best["reg"] <= 10
+    more = search("a", 15, storage)
+    assert more.resumed == 12
+    c = run(more)
+    assert len(c.trials) == 15 and (c.trials["reason"].str.contains("earlier run")).sum() == 12
+    assert c.trials["val_rmse"].min() <= a.trials["val_rmse"].min()
+
+
+def test_a_tpe_winner_at_the_end_of_a_range_is_reported():
+    search = TpeSearch(SPACE, 1, seed=0)
+    assert search.edges({"rank": 8, "reg": 0.5})[0].startswith("rank = 8 is at the top of the range searched (1 to 8)")
+    assert search.edges({"rank": 3, "reg": 0.011})[0].startswith("reg = 0.011 is at the bottom")
+    assert search.edges({"rank": 3, "reg": 0.5}) == []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import sys
+from pathlib import Path
 
 import click
 
@@ -165,48 +166,86 @@ def study(datasets, optimizers, ranks, regs, seed_list, model, reg_bias, weighti
 @cli.command()
 @click.option("--optimizer", type=click.Choice(list(REGISTRY)), default="als", show_default=True,
               help="The optimizer every trial fits with.")
-@click.option("--ranks", type=ValueList(int, "integer"), default="10,20,50", show_default=True, help="Grid of ranks.")
-@click.option("--regs", type=ValueList(_finite_float, "finite number"), default="0.03,0.05,0.1", show_default=True,
-              help="Grid of factor penalties.")
-@click.option("--reg-biases", type=ValueList(_finite_float, "finite number"), default="0.05", show_default=True,
-              help="Grid of bias penalties.")
-@click.option("--weightings", type=ValueList(str, "weighting"), default="count", show_default=True,
-              help="Grid of penalty weightings (count, none).")
+@click.option("--search", type=click.Choice(["tpe", "grid"]), default="tpe", show_default=True,
+              help="tpe: Optuna's TPE over log-uniform ranges (--ranks LOW,HIGH ...), seeded, unpromising trials "
+                   "pruned on their validation curve, the study kept so a rerun resumes it; grid: every "
+                   "combination of the values given.")
+@click.option("--ranks", type=ValueList(int, "integer"), default=None,
+              help="Ranks: a range LOW,HIGH for tpe [default 5,100]; values for grid [default 10,20,50].")
+@click.option("--regs", type=ValueList(_finite_float, "finite number"), default=None,
+              help="Factor penalties: a range for tpe [default 0.01,30, wide enough for both weightings]; "
+                   "values for grid [default 0.03,0.05,0.1].")
+@click.option("--reg-biases", type=ValueList(_finite_float, "finite number"), default=None,
+              help="Bias penalties: a range for tpe [default 0.001,30]; values for grid [default 0.05].")
+@click.option("--weightings", type=ValueList(str, "weighting"), default=None,
+              help="Penalty weightings to choose from [default: count,none for tpe, count for grid].")
 @click.option("--val-fraction", type=Finite(min=0, max=1, min_open=True, max_open=True), default=0.1,
               show_default=True, help="With --train/--test files: the share of the training file held out, seeded "
                                       "by --split-seed, to select on.")
 @click.option("--trials", type=click.IntRange(min=1), default=None,
-              help="Random search: this many grid points drawn at random (seeded by --seed) [default: the whole grid].")
+              help="tpe: trials in the study [default 30]; grid: this many grid points drawn at random (seeded by "
+                   "--seed) [default: the whole grid].")
+@click.option("--study-storage", default=None,
+              help="tpe: where the Optuna study is kept [default: sqlite:///DATA_DIR/optuna.db].")
 @run_options
 @fit_options
 @input_errors
-def sweep(optimizer, ranks, regs, reg_biases, weightings, val_fraction, trials, **kw):
+def sweep(optimizer, search, ranks, regs, reg_biases, weightings, val_fraction, trials, study_storage, **kw):
     """Tune rank and penalties by validation RMSE only; refit the winner on train + validation and
-    report its test RMSE once. Each trial is a nested MLflow run; the winner is tagged."""
+    report its test RMSE once. Each trial is a nested MLflow run; the winner is tagged; a winner at
+    the edge of what was searched is said."""
     from pipeline import experiment
+    from pipeline.search import GridSearch, Range, TpeSearch
     cfg = _config(kw, (optimizer,))
     tracker = _tracker(kw)
+    defaults = {"tpe": {"rank": [5, 100], "reg": [0.01, 30.0], "reg_bias": [0.001, 30.0], "weighting": ["count", "none"]},
+                "grid": {"rank": [10, 20, 50], "reg": [0.03, 0.05, 0.1], "reg_bias": [0.05], "weighting": ["count"]}}
     # Each axis applies to a model that has that hyperparameter (logreg has a reg, not a rank);
     # an axis given on the command line for a model without it is an error, from the model's spec.
-    axes = {"rank": ("ranks", ranks), "reg": ("regs", regs), "reg_bias": ("reg_biases", reg_biases),
-            "weighting": ("weightings", weightings)}
+    given = {"rank": ranks, "reg": regs, "reg_bias": reg_biases, "weighting": weightings}
     own = {f.name for f in dataclasses.fields(cfg.model.hyper)}
-    ctx = click.get_current_context()
-    grid = {k: list(v) for k, (option, v) in axes.items()
-            if k in own or ctx.get_parameter_source(option) == click.core.ParameterSource.COMMANDLINE}
+    axes = {k: list(v) if v is not None else defaults[search][k] for k, v in given.items()
+            if k in own or v is not None}
+    bad = [w for w in axes.get("weighting", []) if w not in WEIGHTINGS]
+    if bad:
+        raise InputError(f"--weightings: {bad[0]!r} is not one of {', '.join(WEIGHTINGS)}")
+    if search == "grid":
+        proposer = GridSearch(axes, trials, cfg.seed)
+    else:
+        space = {}
+        for key, values in axes.items():
+            if key == "weighting":
+                space[key] = tuple(values)
+                continue
+            if len(values) != 2 or not 0 < values[0] < values[1]:
+                raise InputError(f"--{key.replace('_', '-')}s with --search tpe is a range LOW,HIGH with "
+                                 f"0 < LOW < HIGH, got {','.join(map(str, values))}")
+            space[key] = Range(values[0], values[1], integer=key == "rank")
+        name = "-".join([Path(cfg.data.train_file or cfg.data.dataset).parent.name or cfg.data.dataset, cfg.model.model,
+                         optimizer, f"seed{cfg.seed}", f"split{cfg.data.seed}"] +
+                        [f"{k}{v.low:g}-{v.high:g}" if isinstance(v, Range) else f"{k}{'+'.join(v)}"
+                         for k, v in space.items()])
+        storage = study_storage or f"sqlite:///{Path(cfg.data.data_dir).resolve() / 'optuna.db'}"
+        Path(cfg.data.data_dir).mkdir(parents=True, exist_ok=True)
+        proposer = TpeSearch(space, trials or 30, seed=cfg.seed, storage=storage, name=name)
+        if proposer.resumed:
+            click.echo(f"note: resuming study {name}: {proposer.resumed} of {proposer.n_trials} trials done before",
+                       err=True)
 
     def on_trial(j, n, params, val):
-        click.echo(f"trial {j + 1}/{n}: " + ", ".join(f"{k}={v}" for k, v in params.items()) + f"  val_rmse {val:.4f}",
-                   err=True)
+        shown = f"val_rmse {val:.4f}" if val is not None else "pruned"
+        click.echo(f"trial {j + 1}/{n}: " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                                                   for k, v in params.items()) + f"  {shown}", err=True)
     try:
-        out = experiment.sweep(cfg, grid, optimizer, trials, tracker, None if kw.get("quiet") else Progress(10.0),
+        out = experiment.sweep(cfg, proposer, optimizer, tracker, None if kw.get("quiet") else Progress(10.0),
                                on_trial=on_trial, val_fraction=val_fraction)
     except ValueError as exc:
         raise InputError(str(exc)) from None
     shown = out.trials.drop(columns=["run_id"]).sort_values("val_rmse")
     click.echo(shown.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     click.echo("")
-    click.echo("winner (by validation RMSE): " + ", ".join(f"{k}={v}" for k, v in out.best.items()))
+    click.echo("winner (by validation RMSE): " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                                                          for k, v in out.best.items()))
     click.echo(f"refit on train + validation: test RMSE {out.test_metrics['test_rmse']:.4f}, "
                f"test MAE {out.test_metrics['test_mae']:.4f} ({out.test_metrics['fit_seconds']:.1f} s)")
     for edge in out.edges:
