@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import click
@@ -193,10 +194,13 @@ def study(datasets, optimizers, ranks, regs, seed_list, model, reg_bias, weighti
 def sweep(optimizer, search, ranks, regs, reg_biases, weightings, val_fraction, trials, study_storage, **kw):
     """Tune rank and penalties by validation RMSE only; refit the winner on train + validation and
     report its test RMSE once. Each trial is a nested MLflow run; the winner is tagged; a winner at
-    the edge of what was searched is said."""
+    the edge of what was searched is said. Trials stop 10 iterations after their best validation
+    RMSE unless --patience says otherwise."""
     from pipeline import experiment
     from pipeline.search import GridSearch, Range, TpeSearch
     cfg = _config(kw, (optimizer,))
+    if kw.get("patience") is None:  # a trial is over once its validation RMSE has stopped improving
+        cfg = replace(cfg, rule=replace(cfg.rule, patience=SWEEP_PATIENCE))
     tracker = _tracker(kw)
     defaults = {"tpe": {"rank": [5, 100], "reg": [0.01, 30.0], "reg_bias": [0.001, 30.0], "weighting": ["count", "none"]},
                 "grid": {"rank": [10, 20, 50], "reg": [0.03, 0.05, 0.1], "reg_bias": [0.05], "weighting": ["count"]}}
@@ -253,6 +257,9 @@ def sweep(optimizer, search, ranks, regs, reg_biases, weightings, val_fraction, 
     if tracker.records:
         click.echo(f"MLflow experiment: {out.links['experiment']}")
         click.echo(f"compare the trials: {out.links['compare']}")
+
+
+SWEEP_PATIENCE = 10  # sweep's default --patience: iterations without a better validation RMSE
 
 
 @cli.command("check-grad")
