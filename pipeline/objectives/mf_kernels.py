@@ -362,6 +362,45 @@ def finish_items(order, buf, V, col, w, lam, lam_b, scale, outQ, outc):
     return 0.5 * in_order_sum(part)
 
 
+@njit(fastmath=True, cache=True, nogil=True)
+def cholesky_lower(A) -> bool:
+    """``A = L L^T`` in place, ``L`` in the lower triangle (the upper one is left as it was). A
+    pivot that is not positive is taken as 1 and the factorization goes on: False says so."""
+    n = A.shape[0]
+    ok = True
+    for a in range(n):
+        s = A[a, a]
+        for bb in range(a):
+            s -= A[a, bb] * A[a, bb]
+        if s <= 0.0:
+            ok = False
+            s = 1.0
+        d = np.sqrt(s)
+        A[a, a] = d
+        for i in range(a + 1, n):
+            s = A[i, a]
+            for bb in range(a):
+                s -= A[i, bb] * A[a, bb]
+            A[i, a] = s / d
+    return ok
+
+
+@njit(fastmath=True, cache=True, nogil=True)
+def cholesky_solve(L, y) -> None:
+    """``y <- (L L^T)^-1 y`` in place: the forward then the backward triangular solve."""
+    n = L.shape[0]
+    for a in range(n):
+        s = y[a]
+        for bb in range(a):
+            s -= L[a, bb] * y[bb]
+        y[a] = s / L[a, a]
+    for a in range(n - 1, -1, -1):
+        s = y[a]
+        for bb in range(a + 1, n):
+            s -= L[bb, a] * y[bb]
+        y[a] = s / L[a, a]
+
+
 @njit(**_FLAGS)
 def ridge_rows(indptr, cols, r, mu, F, f_bias, w, lam, lam_b, out_F, out_b):
     """One ALS half-sweep: for every row ``u`` (a user, or an item with the roles swapped) the exact
@@ -399,30 +438,9 @@ def ridge_rows(indptr, cols, r, mu, F, f_bias, w, lam, lam_b, out_F, out_b):
             A[a, a] += w[row] * lam
         A[k, k] += w[row] * lam_b
         # Cholesky A = L L^T in the lower triangle, then two triangular solves.
-        for a in range(k1):
-            s = A[a, a]
-            for bb in range(a):
-                s -= A[a, bb] * A[a, bb]
-            if s <= 0.0:
-                singular[row] = 1
-                s = 1.0
-            d = np.sqrt(s)
-            A[a, a] = d
-            for i in range(a + 1, k1):
-                s = A[i, a]
-                for bb in range(a):
-                    s -= A[i, bb] * A[a, bb]
-                A[i, a] = s / d
-        for a in range(k1):
-            s = y[a]
-            for bb in range(a):
-                s -= A[a, bb] * y[bb]
-            y[a] = s / A[a, a]
-        for a in range(k1 - 1, -1, -1):
-            s = y[a]
-            for bb in range(a + 1, k1):
-                s -= A[bb, a] * y[bb]
-            y[a] = s / A[a, a]
+        if not cholesky_lower(A):
+            singular[row] = 1
+        cholesky_solve(A, y)
         for f in range(k):
             out_F[row, f] = y[f]
         out_b[row] = y[k]
@@ -474,21 +492,7 @@ def block_cholesky(indptr, cols, F, w, lam, lam_b, L):
         for a in range(k):
             A[a, a] += w[row] * lam
         A[k, k] += w[row] * lam_b
-        ok = True
-        for a in range(k1):
-            s = A[a, a]
-            for bb in range(a):
-                s -= A[a, bb] * A[a, bb]
-            if s <= 0.0:
-                ok = False
-                break
-            d = np.sqrt(s)
-            A[a, a] = d
-            for i in range(a + 1, k1):
-                t = A[i, a]
-                for bb in range(a):
-                    t -= A[i, bb] * A[a, bb]
-                A[i, a] = t / d
+        ok = cholesky_lower(A)
         for a in range(k1):
             for bb in range(a + 1, k1):
                 A[a, bb] = 0.0
@@ -500,17 +504,6 @@ def block_cholesky(indptr, cols, F, w, lam, lam_b, L):
 @njit(**_FLAGS)
 def block_solve(L, rhs, out):
     """``out[row] = (L[row] L[row]^T)^-1 rhs[row]`` for every row: two triangular solves."""
-    k1 = L.shape[1]
     for row in prange(L.shape[0]):
-        Lr = L[row]
-        y = np.empty(k1)
-        for a in range(k1):
-            t = rhs[row, a]
-            for bb in range(a):
-                t -= Lr[a, bb] * y[bb]
-            y[a] = t / Lr[a, a]
-        for a in range(k1 - 1, -1, -1):
-            t = y[a]
-            for bb in range(a + 1, k1):
-                t -= Lr[bb, a] * out[row, bb]
-            out[row, a] = t / Lr[a, a]
+        out[row, :] = rhs[row, :]
+        cholesky_solve(L[row], out[row])
