@@ -573,14 +573,7 @@ def sweep(cfg: RunConfig, search, optimizer: str, tracker=NullTracker(), progres
     if optimizer not in REGISTRY:
         raise KeyError(f"unknown optimizer {optimizer!r}; choose from {', '.join(REGISTRY)}")
     ratings, splits = load_splits(cfg.data, ratings)
-    split = splits[0]
-    if len(split.validation) == 0:  # a predefined train/test pair: validation comes out of train
-        if not 0 < val_fraction < 1:
-            raise DataError(f"--val-fraction must be between 0 and 1, got {val_fraction}")
-        held = random_split(split.train, (1 - val_fraction, val_fraction, 0.0), cfg.data.seed)
-        if len(held.validation) == 0:
-            raise DataError("a sweep selects by validation RMSE: the training part is too small to hold out any")
-        split = Split(held.train, held.validation, split.test, split.seed, f"{split.method}+holdout", split.fold)
+    split = _with_validation(splits[0], val_fraction, cfg.data.seed)
     blind = Split(split.train, split.validation, split.test.subset(np.array([], dtype=np.int64)), split.seed,
                   split.method, split.fold)
     if isinstance(search, GridSearch):  # every grid point a valid model before any fit (one line, not a failed trial)
@@ -624,24 +617,10 @@ def sweep(cfg: RunConfig, search, optimizer: str, tracker=NullTracker(), progres
         keys = [k for k in trials_frame.columns if hasattr(cfg.model.hyper, k)]
         out.trials, out.best = trials_frame, {k: type(getattr(cfg.model.hyper, k))(best_row[k]) for k in keys}
         out.edges = search.edges(out.best)
-        # refit the winner on train + validation, score it once on test
-        merged = _concat(split.train, split.validation)
-        refit_split = Split(merged, split.validation.subset(np.array([], dtype=np.int64)), split.test, split.seed,
-                            split.method, split.fold)
-        # No validation set in the refit: early stopping carries over as the winner's iteration count.
-        refit_rule = replace(cfg.rule, patience=None)
-        if best_row["reason"] == "early_stopped":
-            refit_rule = replace(refit_rule, max_iter=int(best_row["iterations"]))
-        wcfg = replace(_with_model(cfg, out.best), rule=refit_rule)
-        prep = prepare_split(refit_split, ratings, wcfg)
-        with tracker.run("refit-winner", {**run_params(wcfg, prep), "optimizer": optimizer}, parent_id,
-                         {"kind": "refit"}) as rid:
-            res, m = fit(prep, optimizer, wcfg, tuple(l for l in (progress, tracker.curve_listener(rid)) if l))
-            tracker.log_metrics(rid, {k: v for k, v in m.items() if k not in schema.CURVE_ONLY and not k.startswith("val_")},
-                                step=res.final.iteration)
+        out.test_metrics = _refit_winner(split, ratings, cfg, out.best, best_row, optimizer, tracker, parent_id,
+                                         progress)
         if best_row["run_id"] is not None:
             tracker.set_tags(best_row["run_id"], {"winner": "true"})
-        out.test_metrics = {k: m[k] for k in ("test_rmse", "test_mae", "train_rmse", "fit_seconds", "iterations")}
         return out
 
     tracker.use_experiment(ratings.name)
@@ -660,6 +639,39 @@ def sweep(cfg: RunConfig, search, optimizer: str, tracker=NullTracker(), progres
     out.parent_run_id = parent_id
     out.links = tracker.links([r for r in out.trials["run_id"] if r is not None])
     return out
+
+
+def _with_validation(split: Split, val_fraction: float, seed: int) -> Split:
+    """``split``, or, when it has no validation part (a predefined train/test pair), the same with
+    ``val_fraction`` of its training part held out (seeded) to select on."""
+    if len(split.validation):
+        return split
+    if not 0 < val_fraction < 1:
+        raise DataError(f"--val-fraction must be between 0 and 1, got {val_fraction}")
+    held = random_split(split.train, (1 - val_fraction, val_fraction, 0.0), seed)
+    if len(held.validation) == 0:
+        raise DataError("a sweep selects by validation RMSE: the training part is too small to hold out any")
+    return Split(held.train, held.validation, split.test, split.seed, f"{split.method}+holdout", split.fold)
+
+
+def _refit_winner(split: Split, ratings: Ratings, cfg: RunConfig, best: dict, best_row, optimizer: str, tracker,
+                  parent_id, progress) -> dict:
+    """The winner refit on train + validation (a child run ``refit-winner``), scored once on test.
+    No validation set in the refit: early stopping carries over as the winner's iteration count."""
+    merged = _concat(split.train, split.validation)
+    refit_split = Split(merged, split.validation.subset(np.array([], dtype=np.int64)), split.test, split.seed,
+                        split.method, split.fold)
+    refit_rule = replace(cfg.rule, patience=None)
+    if best_row["reason"] == "early_stopped":
+        refit_rule = replace(refit_rule, max_iter=int(best_row["iterations"]))
+    wcfg = replace(_with_model(cfg, best), rule=refit_rule)
+    prep = prepare_split(refit_split, ratings, wcfg)
+    with tracker.run("refit-winner", {**run_params(wcfg, prep), "optimizer": optimizer}, parent_id,
+                     {"kind": "refit"}) as rid:
+        res, m = fit(prep, optimizer, wcfg, tuple(l for l in (progress, tracker.curve_listener(rid)) if l))
+        tracker.log_metrics(rid, {k: v for k, v in m.items() if k not in schema.CURVE_ONLY and not k.startswith("val_")},
+                            step=res.final.iteration)
+    return {k: m[k] for k in ("test_rmse", "test_mae", "train_rmse", "fit_seconds", "iterations")}
 
 
 def _concat(a: Ratings, b: Ratings) -> Ratings:
