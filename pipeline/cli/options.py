@@ -212,7 +212,7 @@ def _model_config(kw: dict) -> ModelConfig:
         if name not in own and kw.get(name) is not None and ctx is not None and \
                 ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE:
             raise InputError(f"--{name.replace('_', '-')} is not a hyperparameter of --model {spec.name} "
-                             f"(its: {', '.join('--' + n.replace('_', '-') for n in own) or 'none'})")
+                             f"(its: {', '.join('--' + n.replace('_', '-') for n in sorted(own)) or 'none'})")
     return ModelConfig(spec.name, spec.make(**{n: kw[n] for n in own if kw.get(n) is not None}))
 
 
