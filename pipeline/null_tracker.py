@@ -39,7 +39,7 @@ class NullTracker:
     def log_artifact(self, run_id, path, artifact_path: str | None = None) -> None:
         pass
 
-    def log_model(self, run_id, recommender, name: str, metrics: dict | None = None, step: int = 0) -> None:
+    def log_model(self, run_id, recommender, name: str, step: int = 0) -> None:
         return None
 
     def links(self, run_ids: list, ui_url: str | None = None) -> dict[str, str]:

@@ -333,7 +333,7 @@ class MlflowTracker:
         self._last_flush = time.monotonic()
 
     # -- models ---------------------------------------------------------------------------------------
-    def log_model(self, run_id: str, recommender, name: str, metrics: dict | None = None, step: int = 0) -> str:
+    def log_model(self, run_id: str, recommender, name: str, step: int = 0) -> str:
         """Log a fit as a LoggedModel of ``run_id``; tags the run with its URI and returns it."""
         uri = _log_model(self, run_id, recommender, name, step)
         self.set_tags(run_id, {"model_uri": uri})
