@@ -91,13 +91,13 @@ def load_splits(d: DataConfig, ratings: Ratings | None = None, progress=None) ->
 def prepare_split(split: Split, ratings: Ratings, cfg: RunConfig, seed: int | None = None,
                   client=None) -> Prepared:
     if client is None:
-        objective = build_objective(split.train, cfg.model)
+        objective, backend = build_objective(split.train, cfg.model), "local"
     else:  # the Dask backend: the same objective, its sums on the cluster
         from pipeline import distributed
-        objective = distributed.build(cfg.model, split.train, client)
+        objective, backend = distributed.build(cfg.model, split.train, client), "dask"
     seed = cfg.seed if seed is None else seed
     x0 = objective.init(np.random.default_rng(seed))
-    return Prepared(ratings, split, objective, x0, seed, backend="local" if client is None else "dask")
+    return Prepared(ratings, split, objective, x0, seed, backend=backend)
 
 
 def prepare(cfg: RunConfig, ratings: Ratings | None = None) -> Prepared:

@@ -53,7 +53,7 @@ import scipy.sparse as sp
 
 from pipeline.data.ratings import Ratings
 from pipeline.objectives.base import PredictsRatings
-from pipeline.objectives.mf import WEIGHTINGS, BiasedMF, MFHyper, rating_baselines
+from pipeline.objectives.mf import BiasedMF, MFHyper, rating_baselines
 from pipeline.objectives.serving import FactorScorer
 from pipeline.objectives.spec import ModelSpec
 
@@ -74,8 +74,6 @@ class SVDpp(PredictsRatings):
         # MF's penalty-free data term at (Z, Q, b, c); it also checks rank, weighting, kernel, emptiness
         self.data_term = BiasedMF(train, rank=rank, reg=0.0, reg_bias=0.0, weighting=weighting,
                                   init_scale=init_scale, kernel=kernel)
-        if weighting not in WEIGHTINGS:
-            raise ValueError(f"weighting must be one of {WEIGHTINGS}, got {weighting!r}")
         mf = self.data_term
         self.rank, self.reg, self.reg_bias, self.weighting = mf.rank, float(reg), float(reg_bias), weighting
         self.init_scale, self.mu = float(init_scale), mf.mu
