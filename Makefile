@@ -73,7 +73,7 @@ bench-load: install
 .venv-peers/.installed:
 	$(PYTHON) -m venv .venv-peers
 	.venv-peers/bin/python -m pip install --quiet --upgrade pip
-	.venv-peers/bin/python -m pip install --quiet scikit-surprise cmfrec pandas threadpoolctl
+	.venv-peers/bin/python -m pip install --quiet scikit-surprise cmfrec optuna pandas threadpoolctl
 	@touch $@
 
 bench-peers: install .venv-peers/.installed

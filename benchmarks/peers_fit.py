@@ -1,59 +1,128 @@
-"""Runs inside the peers' own virtual environment (.venv-peers): fits scikit-surprise and cmfrec on
-a split written by `recsys data split` and prints one JSON line per peer (fit seconds, test RMSE).
+"""Runs inside the peers' own virtual environment (.venv-peers): tunes and fits scikit-surprise's SVD
+and cmfrec's ALS on the split benchmarks/peers.py writes, and prints one JSON line per fit.
 Never imported by the project; the peers are not runtime dependencies.
 
-    .venv-peers/bin/python benchmarks/peers_fit.py SPLIT_DIR [LOW HIGH [REPEAT]]
-      (the rating scale, default 1 5; each fit once to warm up, then REPEAT times, default 3, the
-      fastest reported: the same rule our side uses, so interference on a shared machine does not
-      pick the winner)
+    .venv-peers/bin/python benchmarks/peers_fit.py SPLIT_DIR LOW HIGH REPEAT TRIALS SEED
+
+SPLIT_DIR holds fit.tsv and val.tsv (the training part and the validation holdout our sweep
+selects on), train.tsv (their union) and test.tsv. For each peer:
+- "defaults": the library's own defaults, fitted on train, scored on test;
+- "tuned": Optuna's TPE (the sampler and seed our sweep uses, TRIALS trials, the first 5 random)
+  over the peer's hyperparameters, each trial fitted on fit and scored on val; the winner refitted
+  on train and scored once on test.
+Every reported fit time is the fastest of REPEAT after a warm-up fit (the rule our side uses), and
+includes building the library's data structures from the ratings frame, as ours includes building
+the objective. Progress goes to stderr.
 """
 
 import json
 import sys
+import time
 
 import numpy as np
+import optuna
 import pandas as pd
 from _timing import best_of  # stdlib only: importable from the peers' environment
 
-cols = ["user", "item", "rating", "timestamp"]
-split = sys.argv[1]
-low, high = (float(a) for a in sys.argv[2:4]) if len(sys.argv) >= 4 else (1.0, 5.0)
-repeat = int(sys.argv[4]) if len(sys.argv) >= 5 else 3
-train = pd.read_csv(f"{split}/train.tsv", sep="\t", names=cols)
-test = pd.read_csv(f"{split}/test.tsv", sep="\t", names=cols)
+COLS = ["user", "item", "rating", "timestamp"]
+split_dir = sys.argv[1]
+low, high = float(sys.argv[2]), float(sys.argv[3])
+repeat, n_trials, seed = int(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6])
+parts = {name: pd.read_csv(f"{split_dir}/{name}.tsv", sep="\t", names=COLS) for name in ("fit", "val", "train", "test")}
 
 
-def rmse(pred):
-    return float(np.sqrt(np.mean((np.clip(pred, low, high) - test["rating"].to_numpy()) ** 2)))
+def rmse(pred: np.ndarray, truth: pd.DataFrame) -> float:
+    return float(np.sqrt(np.mean((np.clip(pred, low, high) - truth["rating"].to_numpy()) ** 2)))
 
 
-try:
-    from surprise import SVD, Dataset, Reader
-    data = Dataset.load_from_df(train[["user", "item", "rating"]], Reader(rating_scale=(low, high)))
-    trainset = data.build_full_trainset()
-    for name, algo in (("surprise SVD (defaults: k=100, 20 epochs)", SVD(random_state=0)),
-                       ("surprise SVD (k=50, 40 epochs, reg 0.05)", SVD(n_factors=50, n_epochs=40, reg_all=0.05,
-                                                                         lr_all=0.007, random_state=0)),
-                       ("surprise SVD (k=5, 40 epochs, reg 0.05)", SVD(n_factors=5, n_epochs=40, reg_all=0.05,
-                                                                        lr_all=0.007, random_state=0))):
-        seconds = best_of(lambda: algo.fit(trainset), repeat)
-        pred = np.array([algo.predict(u, i).est for u, i in zip(test["user"], test["item"])])
-        print(json.dumps({"peer": name, "fit_seconds": seconds, "test_rmse": rmse(pred)}))
-except ImportError as exc:
-    print(json.dumps({"peer": "surprise", "error": str(exc)}))
+class SurpriseSVD:
+    """Funk SVD with biases by SGD (Surprise's SVD); single-threaded by design."""
+    name = "surprise SVD"
+    defaults = {}  # n_factors 100, n_epochs 20, lr_all 0.005, reg_all 0.02
 
-try:
-    from cmfrec import CMF
-    for name, model in (("cmfrec CMF ALS (k=50, lambda 10)", CMF(method="als", k=50, lambda_=10.0, verbose=False,
-                                                                  random_state=0, nthreads=2)),
-                        ("cmfrec CMF ALS (k=5, lambda 10)", CMF(method="als", k=5, lambda_=10.0, verbose=False,
-                                                                 random_state=0, nthreads=2)),
-                        ("cmfrec CMF ALS (k=5, lambda 1)", CMF(method="als", k=5, lambda_=1.0, verbose=False,
-                                                                random_state=0, nthreads=2))):
-        frame = train.rename(columns={"user": "UserId", "item": "ItemId", "rating": "Rating"})[["UserId", "ItemId", "Rating"]]
-        seconds = best_of(lambda: model.fit(frame), repeat)
-        pred = model.predict(test["user"].to_numpy(), test["item"].to_numpy())
-        pred = np.where(np.isnan(pred), train["rating"].mean(), pred)
-        print(json.dumps({"peer": name, "fit_seconds": seconds, "test_rmse": rmse(pred)}))
-except ImportError as exc:
-    print(json.dumps({"peer": "cmfrec", "error": str(exc)}))
+    @staticmethod
+    def space(trial) -> dict:
+        return {"n_factors": trial.suggest_int("n_factors", 5, 100, log=True),
+                "n_epochs": trial.suggest_int("n_epochs", 5, 60, log=True),
+                "lr_all": trial.suggest_float("lr_all", 1e-3, 0.05, log=True),
+                "reg_all": trial.suggest_float("reg_all", 1e-3, 1.0, log=True)}
+
+    @staticmethod
+    def fit(frame: pd.DataFrame, params: dict):
+        from surprise import SVD, Dataset, Reader
+        data = Dataset.load_from_df(frame[["user", "item", "rating"]], Reader(rating_scale=(low, high)))
+        return SVD(random_state=seed, **params).fit(data.build_full_trainset())
+
+    @staticmethod
+    def predict(model, frame: pd.DataFrame) -> np.ndarray:
+        return np.array([model.predict(u, i).est for u, i in zip(frame["user"], frame["item"])])
+
+
+class CmfrecALS:
+    """cmfrec's CMF by ALS (conjugate-gradient inner solves, a final Cholesky), biases on, 2 threads.
+    Tuned over the same freedoms as our model: rank, factor penalty, bias penalty, the penalty
+    scaled by counts or not, plus its number of sweeps."""
+    name = "cmfrec ALS"
+    defaults = {}  # k 40, lambda_ 10, scale_lam False, niter 10
+
+    @staticmethod
+    def space(trial) -> dict:
+        lam = trial.suggest_float("lambda", 1e-2, 100.0, log=True)
+        lam_bias = trial.suggest_float("lambda_bias", 1e-3, 100.0, log=True)
+        return {"k": trial.suggest_int("k", 5, 100, log=True),
+                # cmfrec's lambda_ as six numbers: user bias, item bias, then the factor matrices
+                "lambda_": [lam_bias, lam_bias, lam, lam, lam, lam],
+                "scale_lam": trial.suggest_categorical("scale_lam", [False, True]),
+                "niter": trial.suggest_int("niter", 5, 30)}
+
+    @staticmethod
+    def fit(frame: pd.DataFrame, params: dict):
+        from cmfrec import CMF
+        model = CMF(method="als", verbose=False, random_state=seed, nthreads=2, **params)
+        return model.fit(frame.rename(columns={"user": "UserId", "item": "ItemId", "rating": "Rating"})
+                         [["UserId", "ItemId", "Rating"]])
+
+    @staticmethod
+    def predict(model, frame: pd.DataFrame) -> np.ndarray:
+        pred = model.predict(frame["user"].to_numpy(), frame["item"].to_numpy())
+        return np.where(np.isnan(pred), parts["train"]["rating"].mean(), pred)  # unknown ids: the mean
+
+
+def timed_fit(peer, params: dict) -> tuple[float, float]:
+    """(fastest fit seconds of `repeat` on train, test RMSE of that fit)."""
+    out = {}
+    seconds = best_of(lambda: out.__setitem__("model", peer.fit(parts["train"], params)), repeat)
+    return seconds, rmse(peer.predict(out["model"], parts["test"]), parts["test"])
+
+
+def report(peer, setting: str, params: dict, **extra) -> None:
+    seconds, test = timed_fit(peer, params)
+    shown = {k: (v if not isinstance(v, list) else v[0:3:2]) for k, v in params.items()}  # lambda_: (bias, factors)
+    print(json.dumps({"peer": peer.name, "setting": setting, "params": shown, "fit_seconds": seconds,
+                      "test_rmse": test, **extra}), flush=True)
+
+
+def tune(peer) -> None:
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(direction="minimize",
+                                sampler=optuna.samplers.TPESampler(seed=seed, n_startup_trials=5))
+    t0 = time.perf_counter()
+
+    def objective(trial) -> float:
+        val = rmse(peer.predict(peer.fit(parts["fit"], peer.space(trial)), parts["val"]), parts["val"])
+        print(f"{peer.name} trial {trial.number + 1}/{n_trials}: {trial.params} val_rmse {val:.4f}", file=sys.stderr,
+              flush=True)
+        return val
+
+    study.optimize(objective, n_trials=n_trials)
+    tuning = time.perf_counter() - t0
+    params = peer.space(optuna.trial.FixedTrial(study.best_params))
+    report(peer, "tuned", params, val_rmse=study.best_value, tuning_seconds=tuning, trials=n_trials)
+
+
+for peer in (CmfrecALS, SurpriseSVD):
+    try:
+        report(peer, "defaults", peer.defaults)
+        tune(peer)
+    except ImportError as exc:
+        print(json.dumps({"peer": peer.name, "error": str(exc)}), flush=True)

@@ -551,6 +551,8 @@ class Sweep:
     edges: list[str] = field(default_factory=list)  # winners on the edge of their grid, in words
     parent_run_id: str | None = None
     links: dict[str, str] = field(default_factory=dict)
+    split: Split | None = None    # what the trials were fitted (train) and selected (validation) on; test
+    refit: tuple[Split, RunConfig] | None = None  # the winner's refit: train + validation, and its config and rule
 
 
 def _with_model(cfg: RunConfig, params: dict) -> RunConfig:
@@ -580,7 +582,7 @@ def sweep(cfg: RunConfig, search, optimizer: str, tracker=NullTracker(), progres
         for params in search.points:
             _with_model(cfg, params)
     rows = list(search.previous())  # trials an interrupted run of the same study finished
-    out = Sweep(pd.DataFrame(), {}, {})
+    out = Sweep(pd.DataFrame(), {}, {}, split=split)
 
     def run_trials(parent_id):
         j = 0
@@ -617,8 +619,8 @@ def sweep(cfg: RunConfig, search, optimizer: str, tracker=NullTracker(), progres
         keys = [k for k in trials_frame.columns if hasattr(cfg.model.hyper, k)]
         out.trials, out.best = trials_frame, {k: type(getattr(cfg.model.hyper, k))(best_row[k]) for k in keys}
         out.edges = search.edges(out.best)
-        out.test_metrics = _refit_winner(split, ratings, cfg, out.best, best_row, optimizer, tracker, parent_id,
-                                         progress)
+        out.refit = _winner_refit(split, cfg, out.best, best_row)
+        out.test_metrics = _refit_winner(*out.refit, ratings, optimizer, tracker, parent_id, progress)
         if best_row["run_id"] is not None:
             tracker.set_tags(best_row["run_id"], {"winner": "true"})
         return out
@@ -654,17 +656,21 @@ def _with_validation(split: Split, val_fraction: float, seed: int) -> Split:
     return Split(held.train, held.validation, split.test, split.seed, f"{split.method}+holdout", split.fold)
 
 
-def _refit_winner(split: Split, ratings: Ratings, cfg: RunConfig, best: dict, best_row, optimizer: str, tracker,
-                  parent_id, progress) -> dict:
-    """The winner refit on train + validation (a child run ``refit-winner``), scored once on test.
-    No validation set in the refit: early stopping carries over as the winner's iteration count."""
+def _winner_refit(split: Split, cfg: RunConfig, best: dict, best_row) -> tuple[Split, RunConfig]:
+    """The winner's refit: on train + validation (no validation set, so early stopping carries
+    over as the winner's iteration count), scored once on test."""
     merged = _concat(split.train, split.validation)
     refit_split = Split(merged, split.validation.subset(np.array([], dtype=np.int64)), split.test, split.seed,
                         split.method, split.fold)
     refit_rule = replace(cfg.rule, patience=None)
     if best_row["reason"] == "early_stopped":
         refit_rule = replace(refit_rule, max_iter=int(best_row["iterations"]))
-    wcfg = replace(_with_model(cfg, best), rule=refit_rule)
+    return refit_split, replace(_with_model(cfg, best), rule=refit_rule)
+
+
+def _refit_winner(refit_split: Split, wcfg: RunConfig, ratings: Ratings, optimizer: str, tracker, parent_id,
+                  progress) -> dict:
+    """The winner refit (a child run ``refit-winner``); its test metrics."""
     prep = prepare_split(refit_split, ratings, wcfg)
     with tracker.run("refit-winner", {**run_params(wcfg, prep), "optimizer": optimizer}, parent_id,
                      {"kind": "refit"}) as rid:

@@ -15,6 +15,55 @@ from dataclasses import dataclass
 import numpy as np
 
 
+# `recsys sweep`'s defaults, kept here so the CLI and the peers benchmark run the same search.
+# TPE: log-uniform ranges. The penalties' ranges depend on the weighting: a count-weighted reg is
+# charged per rating, an unweighted one per row, about 50-130 times less per rating on MovieLens-like
+# data (cmfrec's lambda 10 is our reg 10 with weighting none, close to reg 0.1 with count), so
+# one range for both would spend most trials where one of them is useless.
+DEFAULT_AXES = {"tpe": {"rank": [2, 100],
+                        "reg": {"count": [0.003, 3.0], "none": [0.3, 300.0]},
+                        "reg_bias": {"count": [0.0003, 3.0], "none": [0.03, 300.0]},
+                        "weighting": ["count", "none"]},
+                "grid": {"rank": [10, 20, 50], "reg": [0.03, 0.05, 0.1], "reg_bias": [0.05], "weighting": ["count"]}}
+DEFAULT_TRIALS = 30   # tpe's trials in a study
+DEFAULT_PATIENCE = 10  # a trial ends this many iterations after its best validation RMSE
+CONDITION = "weighting"  # the choice a range may depend on (a dict of ranges, one per choice)
+
+
+def tpe_space(axes: dict) -> dict:
+    """TPE's space from sweep axes: a numeric axis is a log-uniform ``Range(LOW, HIGH)`` (an
+    integer one for the rank), or a dict of them, one per weighting; ``weighting`` is a choice.
+    ValueError names a range that is not one."""
+    def one(key: str, values) -> Range:
+        if len(values) != 2 or not 0 < values[0] < values[1]:
+            raise ValueError(f"--{key.replace('_', '-')}s with --search tpe is a range LOW,HIGH with "
+                             f"0 < LOW < HIGH, got {','.join(map(str, values))}")
+        return Range(values[0], values[1], integer=key == "rank")
+
+    space = {}
+    for key, values in axes.items():
+        if key == CONDITION:
+            space[key] = tuple(values)
+        elif isinstance(values, dict):
+            choices = tuple(axes.get(CONDITION, ()))
+            space[key] = {c: one(key, values[c]) for c in choices if c in values}
+            if set(space[key]) != set(choices):
+                raise ValueError(f"--{key.replace('_', '-')}s: no range for weighting "
+                                 f"{', '.join(sorted(set(choices) - set(space[key])))}")
+        else:
+            space[key] = one(key, values)
+    return space
+
+
+def space_label(space: dict) -> str:
+    """The space in a few characters, for a study's name: ``rank5-100-regcount0.003-3+none0.3-300-...``."""
+    def r(v: Range) -> str:
+        return f"{v.low:g}-{v.high:g}"
+    return "-".join(f"{k}{r(v)}" if isinstance(v, Range) else
+                    f"{k}{'+'.join(f'{c}{r(x)}' for c, x in v.items())}" if isinstance(v, dict) else
+                    f"{k}{'+'.join(v)}" for k, v in space.items())
+
+
 class Pruned(Exception):
     """A trial stopped early by the search (its validation curve is not promising)."""
 
@@ -70,7 +119,8 @@ class Range:
 
 
 class TpeSearch:
-    """Optuna's TPE sampler over log-uniform ranges (and categorical choices), seeded; its median
+    """Optuna's TPE sampler over log-uniform ranges (a range may depend on the weighting chosen)
+    and categorical choices, seeded; its median
     pruner on the validation curve stops unpromising trials early; the study lives in ``storage``
     under ``name``, so an interrupted sweep resumes where it stopped (trials already finished are
     counted, and kept)."""
@@ -89,13 +139,30 @@ class TpeSearch:
         done = [t for t in self.study.trials if t.state.is_finished()]
         self.resumed = len(done)
         self._open: dict[int, object] = {}
-        self._distributions = {}
-        for key, what in space.items():
-            if isinstance(what, Range):
-                cls = optuna.distributions.IntDistribution if what.integer else optuna.distributions.FloatDistribution
-                self._distributions[key] = cls(what.low, what.high, log=True)
-            else:
-                self._distributions[key] = optuna.distributions.CategoricalDistribution(list(what))
+
+    @staticmethod
+    def _name(key: str, choice: str | None) -> str:
+        """The parameter's name in the study: ``reg[count]`` for a range that depends on the
+        weighting (TPE models each branch from the trials that took it), else ``key``."""
+        return key if choice is None else f"{key}[{choice}]"
+
+    def _suggest(self, trial) -> dict:
+        params = {}
+        if CONDITION in self.space:
+            params[CONDITION] = trial.suggest_categorical(CONDITION, list(self.space[CONDITION]))
+        for key, what in self.space.items():
+            if key == CONDITION:
+                continue
+            choice = params.get(CONDITION) if isinstance(what, dict) else None
+            r = what[choice] if isinstance(what, dict) else what
+            name = self._name(key, choice)
+            params[key] = (trial.suggest_int(name, int(r.low), int(r.high), log=True) if r.integer
+                           else trial.suggest_float(name, r.low, r.high, log=True))
+        return {key: params[key] for key in self.space}
+
+    def _params(self, stored: dict) -> dict:
+        """A stored trial's params under the model's names (``reg[count]`` -> ``reg``)."""
+        return {key.split("[")[0]: value for key, value in stored.items()}
 
     def describe(self) -> dict:
         return {"search": "tpe", "space": repr(self.space), "trials": self.n_trials,
@@ -104,14 +171,14 @@ class TpeSearch:
     def propose(self, j: int) -> dict | None:
         if self.resumed + j >= self.n_trials:
             return None
-        trial = self.study.ask(self._distributions)
+        trial = self.study.ask()
         self._open[j] = trial
-        return dict(trial.params)
+        return self._suggest(trial)
 
     def previous(self) -> list[dict]:
         """The trials an earlier, interrupted run of this study finished: they count for the winner."""
         import optuna
-        return [{**t.params, "val_rmse": t.value if t.state == optuna.trial.TrialState.COMPLETE else float("nan"),
+        return [{**self._params(t.params), "val_rmse": t.value if t.state == optuna.trial.TrialState.COMPLETE else float("nan"),
                  "reason": "earlier run" if t.state == optuna.trial.TrialState.COMPLETE else "pruned (earlier run)",
                  "run_id": None}
                 for t in self.study.trials[:self.resumed]]
@@ -137,6 +204,8 @@ class TpeSearch:
     def edges(self, best: dict) -> list[str]:
         out = []
         for key, what in self.space.items():
+            if isinstance(what, dict):
+                what = what.get(best.get(CONDITION))
             if not isinstance(what, Range) or key not in best:
                 continue
             lo, hi = math.log(what.low), math.log(what.high)

@@ -11,7 +11,7 @@ from pipeline import experiment
 from pipeline.config import DataConfig, ModelConfig, RunConfig
 from pipeline.data import Ratings
 from pipeline.optim import StoppingRule
-from pipeline.search import GridSearch, Range, TpeSearch
+from pipeline.search import DEFAULT_AXES, GridSearch, Range, TpeSearch, tpe_space
 
 GRID = {"rank": [1, 3], "reg": [0.05, 1.0], "reg_bias": [0.1], "weighting": ["count"]}
 
@@ -133,3 +133,61 @@ def test_a_tpe_winner_at_the_end_of_a_range_is_reported():
     assert search.edges({"rank": 8, "reg": 0.5})[0].startswith("rank = 8 is at the top of the range searched (1 to 8)")
     assert search.edges({"rank": 3, "reg": 0.011})[0].startswith("reg = 0.011 is at the bottom")
     assert search.edges({"rank": 3, "reg": 0.5}) == []
+
+
+def test_the_refit_reported_is_train_plus_validation_and_reproducible(small_synthetic):
+    """``Sweep.refit`` is what the reported test RMSE came from: the trials' train and validation
+    parts together, the winner's hyperparameters, and for an early-stopped winner its iteration
+    count as the rule; fitting it again gives the same test RMSE to the bit (the peers benchmark
+    times exactly this fit)."""
+    from pipeline import evaluate
+    from pipeline.optim import minimize
+    rule = replace(cfg().rule, patience=2, max_iter=200)
+    out = experiment.sweep(replace(cfg(), rule=rule), GridSearch(GRID), "als", ratings=small_synthetic)
+    split, wcfg = out.refit
+    assert len(split.train) == len(out.split.train) + len(out.split.validation) and len(split.validation) == 0
+    assert len(out.split.test) == len(split.test) > 0
+    assert {k: getattr(wcfg.model.hyper, k) for k in out.best} == out.best
+    best_row = out.trials.loc[out.trials["val_rmse"].idxmin()]
+    assert wcfg.rule.patience is None
+    if best_row["reason"] == "early_stopped":
+        assert wcfg.rule.max_iter == best_row["iterations"]
+    prep = experiment.prepare_split(split, small_synthetic, wcfg)
+    res = minimize("als", prep.objective, prep.x0, wcfg.rule)
+    pred = evaluate.clip(prep.objective.predict(res.x, split.test.users, split.test.items), small_synthetic.rating_scale)
+    assert evaluate.rmse(pred, split.test.ratings) == out.test_metrics["test_rmse"]
+
+
+def test_tpe_space_from_the_default_axes_and_one_line_for_a_bad_range():
+    space = tpe_space(DEFAULT_AXES["tpe"])
+    assert space["rank"] == Range(2, 100, integer=True)
+    assert space["reg"] == {"count": Range(0.003, 3.0), "none": Range(0.3, 300.0)}
+    assert space["weighting"] == ("count", "none")
+    for bad in ([1.0], [2.0, 1.0], [0.0, 1.0]):
+        with pytest.raises(ValueError, match="is a range LOW,HIGH"):
+            tpe_space({"reg": bad})
+    with pytest.raises(ValueError, match="no range for weighting none"):
+        tpe_space({"reg": {"count": [0.1, 1.0]}, "weighting": ["count", "none"]})
+
+
+def test_a_range_that_depends_on_the_weighting_is_drawn_from_the_branch_chosen(tmp_path):
+    """Each trial's reg lies in its own weighting's range; the study stores it as reg[count] or
+    reg[none] and a resumed study reads it back as reg; the edge is judged in the branch's range."""
+    space = {"reg": {"count": Range(0.01, 0.1), "none": Range(10.0, 100.0)}, "weighting": ("count", "none")}
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    search = TpeSearch(space, 12, seed=1, storage=storage, name="cond")
+    seen = set()
+    for j in range(12):
+        p = search.propose(j)
+        assert list(p) == ["reg", "weighting"]
+        low, high = (0.01, 0.1) if p["weighting"] == "count" else (10.0, 100.0)
+        assert low <= p["reg"] <= high
+        seen.add(p["weighting"])
+        search.tell(j, p["reg"] if p["weighting"] == "count" else 1.0)
+    assert seen == {"count", "none"}
+    again = TpeSearch(space, 13, seed=1, storage=storage, name="cond")
+    assert again.resumed == 12 and all(set(r) >= {"reg", "weighting"} and "reg[count]" not in r
+                                       for r in again.previous())
+    assert search.edges({"reg": 99.0, "weighting": "none"})[0].startswith("reg = 99 is at the top of the range "
+                                                                          "searched (10 to 100)")
+    assert search.edges({"reg": 0.03, "weighting": "count"}) == []

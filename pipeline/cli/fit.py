@@ -172,12 +172,14 @@ def study(datasets, optimizers, ranks, regs, seed_list, model, reg_bias, weighti
                    "pruned on their validation curve, the study kept so a rerun resumes it; grid: every "
                    "combination of the values given.")
 @click.option("--ranks", type=ValueList(int, "integer"), default=None,
-              help="Ranks: a range LOW,HIGH for tpe [default 5,100]; values for grid [default 10,20,50].")
+              help="Ranks: a range LOW,HIGH for tpe [default 2,100]; values for grid [default 10,20,50].")
 @click.option("--regs", type=ValueList(_finite_float, "finite number"), default=None,
-              help="Factor penalties: a range for tpe [default 0.01,30, wide enough for both weightings]; "
-                   "values for grid [default 0.03,0.05,0.1].")
+              help="Factor penalties: a range for tpe, for every weighting [default 0.003,3 with count, 0.3,300 "
+                   "with none: an unweighted penalty is charged per row, not per rating]; values for grid "
+                   "[default 0.03,0.05,0.1].")
 @click.option("--reg-biases", type=ValueList(_finite_float, "finite number"), default=None,
-              help="Bias penalties: a range for tpe [default 0.001,30]; values for grid [default 0.05].")
+              help="Bias penalties: a range for tpe, for every weighting [default 0.0003,3 with count, 0.03,300 "
+                   "with none]; values for grid [default 0.05].")
 @click.option("--weightings", type=ValueList(str, "weighting"), default=None,
               help="Penalty weightings to choose from [default: count,none for tpe, count for grid].")
 @click.option("--val-fraction", type=Finite(min=0, max=1, min_open=True, max_open=True), default=0.1,
@@ -197,18 +199,17 @@ def sweep(optimizer, search, ranks, regs, reg_biases, weightings, val_fraction, 
     the edge of what was searched is said. Trials stop 10 iterations after their best validation
     RMSE unless --patience says otherwise."""
     from pipeline import experiment
-    from pipeline.search import GridSearch, Range, TpeSearch
+    from pipeline.search import (DEFAULT_AXES, DEFAULT_PATIENCE, DEFAULT_TRIALS, GridSearch, TpeSearch,
+                                 space_label, tpe_space)
     cfg = _config(kw, (optimizer,))
     if kw.get("patience") is None:  # a trial is over once its validation RMSE has stopped improving
-        cfg = replace(cfg, rule=replace(cfg.rule, patience=SWEEP_PATIENCE))
+        cfg = replace(cfg, rule=replace(cfg.rule, patience=DEFAULT_PATIENCE))
     tracker = _tracker(kw)
-    defaults = {"tpe": {"rank": [5, 100], "reg": [0.01, 30.0], "reg_bias": [0.001, 30.0], "weighting": ["count", "none"]},
-                "grid": {"rank": [10, 20, 50], "reg": [0.03, 0.05, 0.1], "reg_bias": [0.05], "weighting": ["count"]}}
     # Each axis applies to a model that has that hyperparameter (logreg has a reg, not a rank);
     # an axis given on the command line for a model without it is an error, from the model's spec.
     given = {"rank": ranks, "reg": regs, "reg_bias": reg_biases, "weighting": weightings}
     own = {f.name for f in dataclasses.fields(cfg.model.hyper)}
-    axes = {k: list(v) if v is not None else defaults[search][k] for k, v in given.items()
+    axes = {k: list(v) if v is not None else DEFAULT_AXES[search][k] for k, v in given.items()
             if k in own or v is not None}
     bad = [w for w in axes.get("weighting", []) if w not in WEIGHTINGS]
     if bad:
@@ -216,22 +217,15 @@ def sweep(optimizer, search, ranks, regs, reg_biases, weightings, val_fraction, 
     if search == "grid":
         proposer = GridSearch(axes, trials, cfg.seed)
     else:
-        space = {}
-        for key, values in axes.items():
-            if key == "weighting":
-                space[key] = tuple(values)
-                continue
-            if len(values) != 2 or not 0 < values[0] < values[1]:
-                raise InputError(f"--{key.replace('_', '-')}s with --search tpe is a range LOW,HIGH with "
-                                 f"0 < LOW < HIGH, got {','.join(map(str, values))}")
-            space[key] = Range(values[0], values[1], integer=key == "rank")
+        try:
+            space = tpe_space(axes)
+        except ValueError as exc:
+            raise InputError(str(exc)) from None
         name = "-".join([Path(cfg.data.train_file or cfg.data.dataset).parent.name or cfg.data.dataset, cfg.model.model,
-                         optimizer, f"seed{cfg.seed}", f"split{cfg.data.seed}"] +
-                        [f"{k}{v.low:g}-{v.high:g}" if isinstance(v, Range) else f"{k}{'+'.join(v)}"
-                         for k, v in space.items()])
+                         optimizer, f"seed{cfg.seed}", f"split{cfg.data.seed}", space_label(space)])
         storage = study_storage or f"sqlite:///{Path(cfg.data.data_dir).resolve() / 'optuna.db'}"
         Path(cfg.data.data_dir).mkdir(parents=True, exist_ok=True)
-        proposer = TpeSearch(space, trials or 30, seed=cfg.seed, storage=storage, name=name)
+        proposer = TpeSearch(space, trials or DEFAULT_TRIALS, seed=cfg.seed, storage=storage, name=name)
         if proposer.resumed:
             click.echo(f"note: resuming study {name}: {proposer.resumed} of {proposer.n_trials} trials done before",
                        err=True)
@@ -258,8 +252,6 @@ def sweep(optimizer, search, ranks, regs, reg_biases, weightings, val_fraction, 
         click.echo(f"MLflow experiment: {out.links['experiment']}")
         click.echo(f"compare the trials: {out.links['compare']}")
 
-
-SWEEP_PATIENCE = 10  # sweep's default --patience: iterations without a better validation RMSE
 
 
 @cli.command("check-grad")
