@@ -20,7 +20,7 @@ import numpy as np
 # charged per rating, an unweighted one per row, about 50-130 times less per rating on MovieLens-like
 # data (cmfrec's lambda 10 is our reg 10 with weighting none, close to reg 0.1 with count), so
 # one range for both would spend most trials where one of them is useless.
-DEFAULT_AXES = {"tpe": {"rank": [2, 100],
+DEFAULT_AXES = {"tpe": {"rank": [5, 100],
                         "reg": {"count": [0.003, 3.0], "none": [0.3, 300.0]},
                         "reg_bias": {"count": [0.0003, 3.0], "none": [0.03, 300.0]},
                         "weighting": ["count", "none"]},

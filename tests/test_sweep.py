@@ -160,7 +160,7 @@ def test_the_refit_reported_is_train_plus_validation_and_reproducible(small_synt
 
 def test_tpe_space_from_the_default_axes_and_one_line_for_a_bad_range():
     space = tpe_space(DEFAULT_AXES["tpe"])
-    assert space["rank"] == Range(2, 100, integer=True)
+    assert space["rank"] == Range(5, 100, integer=True)
     assert space["reg"] == {"count": Range(0.003, 3.0), "none": Range(0.3, 300.0)}
     assert space["weighting"] == ("count", "none")
     for bad in ([1.0], [2.0, 1.0], [0.0, 1.0]):

@@ -172,7 +172,7 @@ def study(datasets, optimizers, ranks, regs, seed_list, model, reg_bias, weighti
                    "pruned on their validation curve, the study kept so a rerun resumes it; grid: every "
                    "combination of the values given.")
 @click.option("--ranks", type=ValueList(int, "integer"), default=None,
-              help="Ranks: a range LOW,HIGH for tpe [default 2,100]; values for grid [default 10,20,50].")
+              help="Ranks: a range LOW,HIGH for tpe [default 5,100]; values for grid [default 10,20,50].")
 @click.option("--regs", type=ValueList(_finite_float, "finite number"), default=None,
               help="Factor penalties: a range for tpe, for every weighting [default 0.003,3 with count, 0.3,300 "
                    "with none: an unweighted penalty is charged per row, not per rating]; values for grid "
