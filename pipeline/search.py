@@ -32,8 +32,8 @@ CONDITION = "weighting"  # the choice a range may depend on (a dict of ranges, o
 
 def tpe_space(axes: dict) -> dict:
     """TPE's space from sweep axes: a numeric axis is a log-uniform ``Range(LOW, HIGH)`` (an
-    integer one for the rank), or a dict of them, one per weighting; ``weighting`` is a choice.
-    ValueError names a range that is not one."""
+    integer one for the rank), or a dict of them, one per weighting (their union for a model
+    without a weighting); ``weighting`` is a choice. ValueError names a range that is not one."""
     def one(key: str, values) -> Range:
         if len(values) != 2 or not 0 < values[0] < values[1]:
             raise ValueError(f"--{key.replace('_', '-')}s with --search tpe is a range LOW,HIGH with "
@@ -44,8 +44,10 @@ def tpe_space(axes: dict) -> dict:
     for key, values in axes.items():
         if key == CONDITION:
             space[key] = tuple(values)
+        elif isinstance(values, dict) and CONDITION not in axes:  # a model without a weighting: their union
+            space[key] = one(key, [min(v[0] for v in values.values()), max(v[1] for v in values.values())])
         elif isinstance(values, dict):
-            choices = tuple(axes.get(CONDITION, ()))
+            choices = tuple(axes[CONDITION])
             space[key] = {c: one(key, values[c]) for c in choices if c in values}
             if set(space[key]) != set(choices):
                 raise ValueError(f"--{key.replace('_', '-')}s: no range for weighting "

@@ -191,3 +191,20 @@ def test_a_range_that_depends_on_the_weighting_is_drawn_from_the_branch_chosen(t
     assert search.edges({"reg": 99.0, "weighting": "none"})[0].startswith("reg = 99 is at the top of the range "
                                                                           "searched (10 to 100)")
     assert search.edges({"reg": 0.03, "weighting": "count"}) == []
+
+
+def test_a_model_without_a_weighting_sweeps_the_union_of_the_penalty_ranges(tmp_path, small_synthetic, runner):
+    """logreg has a reg but no weighting: TPE's default reg range is the union of the weighting's
+    ranges, and the default sweep runs (it raised KeyError when the ranges became per weighting)."""
+    from pipeline.cli import cli
+    from pipeline.data import random_split, write_udata
+    assert tpe_space({"reg": DEFAULT_AXES["tpe"]["reg"]}) == {"reg": Range(0.003, 300.0)}
+    split = random_split(small_synthetic, (0.8, 0.0, 0.2), 0)
+    train, test = tmp_path / "u1.base", tmp_path / "u1.test"
+    write_udata(split.train, train)
+    write_udata(split.test, test)
+    res = runner.invoke(cli, ["sweep", "--train", str(train), "--test", str(test), "--model", "logreg",
+                              "--optimizer", "lbfgs", "--trials", "2", "--max-passes", "30",
+                              "-q", "--no-tracking", "--data-dir", str(tmp_path / "d")])
+    assert res.exit_code == 0, res.output
+    assert "winner (by validation RMSE): reg=" in res.stdout
