@@ -69,6 +69,12 @@ def our_sweep(folder: Path, scale: tuple[float, float], seed: int, trials: int):
     return out, ratings, time.perf_counter() - t0
 
 
+def test_rmse(prep, x) -> float:
+    """The test RMSE of ``x`` as the sweep scores it (``evaluate.score``: clipped to the model's range)."""
+    f = prep.objective
+    return evaluate.score(lambda u, i: f.predict(x, u, i), prep.split.test, "test", f)["test_rmse"]
+
+
 def our_full_fit(out, ratings, repeat: int) -> tuple[float, float, int]:
     """The sweep's refit, timed: (fastest seconds of `repeat`, objective built inside the clock;
     test RMSE; iterations)."""
@@ -82,10 +88,7 @@ def our_full_fit(out, ratings, repeat: int) -> tuple[float, float, int]:
 
     experiment.warm_up(experiment.prepare_split(split, ratings, cfg).objective)  # compiled kernels: outside the clock
     seconds = best_of(once, repeat)
-    prep, res = found["prep"], found["res"]
-    pred = prep.objective.predict(res.x, split.test.users, split.test.items)
-    test = evaluate.rmse(evaluate.clip(pred, ratings.rating_scale), split.test.ratings)
-    return seconds, test, res.final.iteration
+    return seconds, test_rmse(found["prep"], found["res"].x), found["res"].final.iteration
 
 
 def ours_at_cmfrecs(row: dict, out, ratings) -> tuple[str, float]:
@@ -99,9 +102,7 @@ def ours_at_cmfrecs(row: dict, out, ratings) -> tuple[str, float]:
     rule = replace(cfg.rule, gtol=1e-12, max_iter=int(p["niter"]), max_passes=None, max_seconds=None)
     prep = experiment.prepare_split(split, ratings, replace(cfg, model=model, rule=rule))
     res = minimize(OPTIMIZER, prep.objective, prep.x0, rule)
-    pred = prep.objective.predict(res.x, split.test.users, split.test.items)
-    return (f"ours at {row['peer']} {row['setting']}'s hyperparameters ({p['niter']} ALS sweeps)",
-            evaluate.rmse(evaluate.clip(pred, ratings.rating_scale), split.test.ratings))
+    return f"ours at {row['peer']} {row['setting']}'s hyperparameters ({p['niter']} ALS sweeps)", test_rmse(prep, res.x)
 
 
 def peers_on(folder: Path, scale, repeat: int, trials: int, seed: int, python: str) -> list[dict]:
