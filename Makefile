@@ -9,7 +9,7 @@ DATASET ?= data/synthetic/u.data
 ML100K  ?= data/ml-100k/u.data
 comma   := ,
 OPTIMIZERS ?= gd,gd-bb,newton-cg,newton-pcg,lbfgs,als
-STUDY      ?= gd,gd-bb,gd-momentum,newton-cg,newton-cg-gn,trust-ncg,trust-krylov,lbfgs,cg,als,sgd
+STUDY      ?= gd,gd-bb,gd-momentum,newton-cg,newton-pcg,newton-cg-gn,trust-ncg,trust-krylov,lbfgs,cg,als,sgd
 ARGS    ?=
 PORT    ?= 5000
 
