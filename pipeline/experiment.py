@@ -619,8 +619,8 @@ def sweep(cfg: RunConfig, search, optimizer: str, tracker=NullTracker(), progres
         keys = [k for k in trials_frame.columns if hasattr(cfg.model.hyper, k)]
         out.trials, out.best = trials_frame, {k: type(getattr(cfg.model.hyper, k))(best_row[k]) for k in keys}
         out.edges = search.edges(out.best)
-        out.refit = _winner_refit(split, cfg, out.best, best_row)
-        out.test_metrics = _refit_winner(*out.refit, ratings, optimizer, tracker, parent_id, progress)
+        out.refit = _refit_plan(split, cfg, out.best, best_row)
+        out.test_metrics = _run_refit(*out.refit, ratings, optimizer, tracker, parent_id, progress)
         if best_row["run_id"] is not None:
             tracker.set_tags(best_row["run_id"], {"winner": "true"})
         return out
@@ -656,9 +656,9 @@ def _with_validation(split: Split, val_fraction: float, seed: int) -> Split:
     return Split(held.train, held.validation, split.test, split.seed, f"{split.method}+holdout", split.fold)
 
 
-def _winner_refit(split: Split, cfg: RunConfig, best: dict, best_row) -> tuple[Split, RunConfig]:
-    """The winner's refit: on train + validation (no validation set, so early stopping carries
-    over as the winner's iteration count), scored once on test."""
+def _refit_plan(split: Split, cfg: RunConfig, best: dict, best_row) -> tuple[Split, RunConfig]:
+    """What the winner's refit is: its split (train + validation; no validation set, so early
+    stopping carries over as the winner's iteration count; scored once on test) and its config."""
     merged = _concat(split.train, split.validation)
     refit_split = Split(merged, split.validation.subset(np.array([], dtype=np.int64)), split.test, split.seed,
                         split.method, split.fold)
@@ -668,9 +668,9 @@ def _winner_refit(split: Split, cfg: RunConfig, best: dict, best_row) -> tuple[S
     return refit_split, replace(_with_model(cfg, best), rule=refit_rule)
 
 
-def _refit_winner(refit_split: Split, wcfg: RunConfig, ratings: Ratings, optimizer: str, tracker, parent_id,
-                  progress) -> dict:
-    """The winner refit (a child run ``refit-winner``); its test metrics."""
+def _run_refit(refit_split: Split, wcfg: RunConfig, ratings: Ratings, optimizer: str, tracker, parent_id,
+               progress) -> dict:
+    """Fit the refit ``_refit_plan`` made (a child run ``refit-winner``); its test metrics."""
     prep = prepare_split(refit_split, ratings, wcfg)
     with tracker.run("refit-winner", {**run_params(wcfg, prep), "optimizer": optimizer}, parent_id,
                      {"kind": "refit"}) as rid:
