@@ -5,4 +5,8 @@ The pipeline is ``data -> split -> objective -> optimizer -> evaluate -> trackin
 command line on top.
 """
 
+from pipeline import reproducible as _reproducible
+
+_reproducible.pin()  # before numpy and numba load: the same bits on every machine
+
 __version__ = "0.1.0"

@@ -1,0 +1,1 @@
+import pipeline  # noqa: F401  (first, before numpy: it fixes the BLAS kernel set, pipeline.reproducible)

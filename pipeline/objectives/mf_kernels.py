@@ -32,8 +32,10 @@ main pass, so a call makes no O(parameters) numpy passes beyond building ``V``.
 * ``hessp``: at cached residuals ``e``, ``de = db_u + dc_i + dp_u.q_i + p_u.dq_i`` and the
   Hessian-vector sums (with or without the residual terms ``e dq_i``, ``e dp_u``), in one pass.
 
-``fastmath`` lets LLVM vectorize the length-k dot products and updates (re-association only:
-results differ from the numpy reference by about 1e-16 relative; tests hold them to 1e-10).
+No ``fastmath``: every sum is in the order the code writes (``dot``: eight fixed lanes), so the
+bits do not depend on the compile target (``NUMBA_CPU_NAME``) or the CPU (``pipeline.reproducible``,
+tested in ``tests/test_reproducible.py``). Results differ from the numpy reference by about 1e-16
+relative (another order of the same sums); tests hold them to 1e-10.
 """
 
 from __future__ import annotations
@@ -44,7 +46,12 @@ from numba import njit, prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-_FLAGS = dict(parallel=True, fastmath=True, cache=True, nogil=True)
+# No fastmath: it lets LLVM re-associate sums and contract a*b+c into an FMA as it likes for each
+# compile target, so the bits followed the CPU the kernels were compiled for (NUMBA_CPU_NAME=generic
+# gave other gradients than the host). Every sum below is in the order the code writes; LLVM may
+# still vectorize loops whose lanes are independent (elementwise updates), which changes no bit.
+_FLAGS = dict(parallel=True, fastmath=False, cache=True, nogil=True)
+_SERIAL = dict(fastmath=False, cache=True, nogil=True)
 AHEAD = 8  # ratings ahead whose item rows are prefetched (of 4, 8, 12, 16, 24 at 5M x 59k: 8 was fastest)
 
 
@@ -150,6 +157,49 @@ def schedule(users: np.ndarray, labels: np.ndarray, u_ptr: np.ndarray, n_items: 
     return perm, (block_runs, run_ptr, run_user, user_bounds.astype(np.int64), items)
 
 
+LANES = 8  # partial sums per dot product: the fixed width of the sums' order (see dot)
+
+
+@njit(inline="always", **_SERIAL)
+def dot(a, b, k):
+    """``sum_f a[f] b[f]`` for ``f < k`` in an order written here, the same on every CPU.
+
+    Eight partial sums: lane ``l`` adds the terms ``f = l, l + 8, l + 16, ...`` in that order, and
+    the lanes are combined as ``((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7))``. The lanes are
+    independent chains, so LLVM's SLP vectorizer (switched on in ``pipeline/__init__``) runs them as
+    vector registers (one AVX-512 register, two AVX2 ones) without changing a bit: vectorizing
+    independent lanes needs no re-association. Measured at 1M ratings, rank 32: 6.0 ns per rating
+    for the residual pass against 13.3 with one chain and 5.0 with fastmath's re-association
+    (docs/performance.md)."""
+    s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = 0.0
+    body = k - k % 8
+    for f in range(0, body, 8):
+        s0 += a[f] * b[f]
+        s1 += a[f + 1] * b[f + 1]
+        s2 += a[f + 2] * b[f + 2]
+        s3 += a[f + 3] * b[f + 3]
+        s4 += a[f + 4] * b[f + 4]
+        s5 += a[f + 5] * b[f + 5]
+        s6 += a[f + 6] * b[f + 6]
+        s7 += a[f + 7] * b[f + 7]
+    rest = k - body
+    if rest > 0:
+        s0 += a[body] * b[body]
+    if rest > 1:
+        s1 += a[body + 1] * b[body + 1]
+    if rest > 2:
+        s2 += a[body + 2] * b[body + 2]
+    if rest > 3:
+        s3 += a[body + 3] * b[body + 3]
+    if rest > 4:
+        s4 += a[body + 4] * b[body + 4]
+    if rest > 5:
+        s5 += a[body + 5] * b[body + 5]
+    if rest > 6:
+        s6 += a[body + 6] * b[body + 6]
+    return ((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7))
+
+
 @njit(cache=True, nogil=True)  # no fastmath: the order of the additions is the point
 def in_order_sum(a):
     """``a[0] + a[1] + ...`` left to right. Not ``a.sum()``: inside a ``parallel=True`` kernel numba
@@ -197,9 +247,7 @@ def residuals(sched, r, mu, P, b, V, e):
                     for f in range(0, k + 1, 8):
                         prefetch(V, nxt, f)
                 vi = V[items[j]]
-                s = base + vi[k] - r[j]
-                for f in range(k):
-                    s += pu[f] * vi[f]
+                s = (base + vi[k] - r[j]) + dot(pu, vi, k)
                 e[j] = s
                 acc += s * s
         part[t] = acc
@@ -244,9 +292,7 @@ def loss_grad(sched, r, mu, P, b, V, w, lam, lam_b, scale, e, gP, gb, buf):
                 i = items[j]
                 vi = V[i]
                 ai = acc_buf[i]
-                s = base + vi[k] - r[j]
-                for f in range(k):
-                    s += pu[f] * vi[f]
+                s = (base + vi[k] - r[j]) + dot(pu, vi, k)
                 e[j] = s
                 acc_b += s
                 acc_l += s * s
@@ -312,8 +358,7 @@ def hessp(sched, e, P, dP, db, V, exact, w, lam, lam_b, scale, hP, hb, buf):
                 # Indexing vi here and slicing it below is what LLVM vectorized best: against slices in
                 # both loops, hessp took 12.4 / 20.1 / 34.7 ns per rating at rank 10 / 32 / 50 (1M
                 # ratings), against 21.7 / 20.1 / 49.0.
-                for f in range(k):
-                    d += dpu[f] * vi[f] + pu[f] * vi[k + 1 + f]
+                d += dot(dpu, vi, k) + dot(pu, vi[k + 1:], k)
                 ej = e[j] if exact else 0.0
                 acc += d
                 qi = vi[:k]
@@ -362,7 +407,7 @@ def finish_items(order, buf, V, col, w, lam, lam_b, scale, outQ, outc):
     return 0.5 * in_order_sum(part)
 
 
-@njit(fastmath=True, cache=True, nogil=True)
+@njit(**_SERIAL)
 def cholesky_lower(A) -> bool:
     """``A = L L^T`` in place, ``L`` in the lower triangle (the upper one is left as it was). A
     pivot that is not positive is taken as 1 and the factorization goes on: False says so."""
@@ -385,7 +430,7 @@ def cholesky_lower(A) -> bool:
     return ok
 
 
-@njit(fastmath=True, cache=True, nogil=True)
+@njit(**_SERIAL)
 def cholesky_solve(L, y) -> None:
     """``y <- (L L^T)^-1 y`` in place: the forward then the backward triangular solve."""
     n = L.shape[0]
@@ -447,7 +492,7 @@ def ridge_rows(indptr, cols, r, mu, F, f_bias, w, lam, lam_b, out_F, out_b):
     return singular.sum()
 
 
-@njit(fastmath=True, cache=True, nogil=True)
+@njit(**_SERIAL)
 def sgd_epoch(order, users, items, r, mu, lr, lam, lam_b, P, Q, b, c):
     """One epoch of per-rating SGD in the given order, in place (the update in ``BiasedMF.sgd_epoch``).
     Serial: each step reads what the previous one wrote, as in Surprise's SVD."""
