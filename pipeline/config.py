@@ -85,7 +85,7 @@ class RunConfig:
     # The budget is data passes, the same unit of work for every method; seconds are a safety net.
     # 4,000 passes let every convergent method of make train converge on the default data
     # (L-BFGS needs 2,086, ALS 2,150, Newton-CG 3,500; docs/optimizers.md).
-    rule: StoppingRule = field(default_factory=lambda: StoppingRule(gtol=1e-5, max_passes=4000, max_seconds=60.0))
+    rule: StoppingRule = field(default_factory=lambda: StoppingRule(gtol=1e-5, max_passes=4000))
     optimizers: tuple[str, ...] = DEFAULT_OPTIMIZERS
     gd_step: float | None = None
     seed: int = 0

@@ -28,7 +28,7 @@ from pipeline.data import (DataError, Ratings, Split, cache_folder, filter_min_c
                            make_splits, random_split)
 from pipeline.objectives import build_objective, model_spec
 from pipeline.objectives.check import check_derivatives
-from pipeline.optim import REGISTRY, OptimizeResult, minimize
+from pipeline.optim import REGISTRY, OptimizeResult, minimize, not_applicable
 from pipeline.objectives.base import Objective
 from pipeline.optim.base import Listener
 from pipeline.null_tracker import NullTracker
@@ -65,6 +65,7 @@ class Comparison:
     folds: list["Comparison"] = field(default_factory=list)
     model_uris: dict[str, str] = field(default_factory=dict)
     failures: dict[str, str] = field(default_factory=dict)   # method -> one-line reason it failed
+    inapplicable: dict[str, str] = field(default_factory=dict)  # method -> "not applicable: ..." (not run)
     compile_seconds: float = 0.0                              # kernel compilation, outside the race
     pass_costs: dict[str, float] = field(default_factory=dict)
 
@@ -225,6 +226,10 @@ def _compare_split(prepared: Prepared, cfg: RunConfig, tracker, parent_id: str |
             _keep(out.child_run_ids, name, rid)
     f_star = prepared.reference.f_star if prepared.reference else None
     for name in cfg.optimizers:
+        if (why := not_applicable(name, prepared.objective, cfg.model.model)):  # run, rank, plot nothing
+            out.inapplicable[name] = why
+            rows.append(report.table_row(name, {}, report.NOT_APPLICABLE, message=why))
+            continue
         run_params_ = {**params, "optimizer": name, "gd_step": cfg.gd_step if name == "gd" else None}
         try:
             with tracker.run(name, run_params_, parent_id, {"kind": "optimizer"}) as rid:
@@ -315,7 +320,8 @@ def compare(cfg: RunConfig, tracker=NullTracker(), progress: Listener | None = N
                 rep.parent_run_id = rep_id
             repeats.append(rep)
         out = Comparison(fold_table(repeats), repeats[0].results, aggregate_metrics(repeats), prepared[0],
-                         folds=repeats, failures={k: v for r in repeats for k, v in r.failures.items()})
+                         folds=repeats, failures={k: v for r in repeats for k, v in r.failures.items()},
+                         inapplicable={k: v for r in repeats for k, v in r.inapplicable.items()})
         _log_split_artifacts(tracker, parent_id, out, cfg, f"{title}, {len(repeats)} repeats", repeats=repeats)
         return out
 
@@ -493,7 +499,9 @@ def study(cfg: RunConfig, datasets: list[str], ranks: list[int], regs: list[floa
         for unit in ("passes", "seconds"):
             for key in schema.TARGET_KEYS:
                 costs = runs.pivot(index="problem", columns="optimizer", values=f"{unit}_to_{key}")
-                profiles[f"{unit}-{key}"] = race.profile(costs[list(cfg.optimizers)], PROFILE_TAUS)
+                applied = [m for m in cfg.optimizers
+                           if (runs.loc[runs["optimizer"] == m, "reason"] != report.NOT_APPLICABLE).any()]
+                profiles[f"{unit}-{key}"] = race.profile(costs[applied], PROFILE_TAUS)
         return Study(runs, profiles, profile_headline(profiles, len(suite)))
 
     tracker.use_experiment("study")

@@ -13,6 +13,10 @@ from pipeline.schema import GAP, TABLE_COLUMNS, TARGET_KEYS, TARGETS, history_fr
 
 
 
+NOT_APPLICABLE = "not applicable"  # the reason of a method the model cannot run (run, ranked, plotted: never)
+NOT_RUN = ("baseline", "failed", NOT_APPLICABLE)  # rows that are not a method's run
+
+
 def table_row(name: str, metrics: dict, reason: str = "baseline", note: str = "", message: str = "") -> dict:
     """One row of the comparison table from a method's final metrics (see :data:`TABLE_COLUMNS`)."""
     row = {c: metrics.get(c) for c in TABLE_COLUMNS}
@@ -182,7 +186,7 @@ def _missing(v) -> bool:
 def _to_target(row, key: str) -> str:
     passes, sec = row.get(f"passes_to_{key}"), row.get(f"seconds_to_{key}")
     if _missing(passes):
-        return "-" if row.get("reason") in ("baseline", "failed") else "not reached"
+        return "-" if row.get("reason") in NOT_RUN else "not reached"
     return f"{passes:.0f} ({sec:.2f}s)"
 
 

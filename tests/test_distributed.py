@@ -50,13 +50,13 @@ def test_same_objective_values_at_every_iteration(client, small_synthetic):
         assert abs(ra.loss - rb.loss) <= 1e-10 * abs(ra.loss)
 
 
-def test_compare_on_the_dask_backend_and_als_stays_local(client, small_synthetic):
+def test_compare_on_the_dask_backend_lists_als_as_not_applicable(client, small_synthetic):
     cfg = RunConfig(data=DataConfig(dataset="unused"), model=ModelConfig.of("mf", rank=2),
                     rule=StoppingRule(gtol=1e-5, max_iter=20), optimizers=("lbfgs", "als"))
     out = experiment.compare(cfg, ratings=small_synthetic, client=client)
     reasons = dict(zip(out.table["optimizer"], out.table["reason"]))
-    assert reasons["lbfgs"] in ("converged", "max_iter") and reasons["als"] == "method"
-    assert "needs a model with als_sweep" in out.results["als"].message
+    assert reasons["lbfgs"] in ("converged", "max_iter") and reasons["als"] == "not applicable"
+    assert "als" not in out.results and out.inapplicable["als"] == "not applicable: mf has no als_sweep"
 
 
 def test_a_dead_cluster_fails_the_fit_with_a_clear_error(small_synthetic):

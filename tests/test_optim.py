@@ -316,8 +316,45 @@ def test_newton_pcg_needs_fewer_hessian_products_than_newton_cg():
     assert pcg.final.data_passes < 0.5 * cg.final.data_passes, (pcg.final.data_passes, cg.final.data_passes)
 
 
-def test_newton_pcg_says_when_the_model_offers_no_preconditioner():
+def test_a_method_the_model_cannot_run_is_refused_before_anything_runs():
     from pipeline.objectives import LogisticRatings
+    from pipeline.optim import NotApplicable, not_applicable
     f = LogisticRatings(tiny_ratings(), reg=0.5)
-    res = minimize("newton-pcg", f, f.init(np.random.default_rng(0)), StoppingRule(max_iter=5))
-    assert "needs a model with precondition()" in res.message
+    for name, lacks in (("newton-pcg", "precondition"), ("als", "als_sweep"), ("sgd", "sgd_epoch")):
+        assert not_applicable(name, f, "logreg") == f"not applicable: logreg has no {lacks}"
+        with pytest.raises(NotApplicable, match=lacks):
+            minimize(name, f, f.init(np.random.default_rng(0)), StoppingRule(max_iter=5))
+    assert not_applicable("lbfgs", f) is None and not_applicable("newton-cg", f) is None
+    mf = BiasedMF(tiny_ratings(), rank=2)
+    assert all(not_applicable(n, mf) is None for n in REGISTRY)
+
+
+# -- budgets hold ------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", sorted(REGISTRY))
+@pytest.mark.parametrize("budget", [7, 23, 61])
+def test_no_method_spends_more_than_its_budget(name, budget):
+    """An operation that would go past max_passes is refused before it runs, inside an inner CG or
+    a line search too (scipy's Newton-CG used to finish its inner CG first: 4,038 of 4,000)."""
+    model = BiasedMF(tiny_ratings(12, 9, 0.6, seed=4), rank=3, reg=0.1, reg_bias=0.1, weighting="count")
+    x0 = model.init(np.random.default_rng(1))
+    res = minimize(name, model, x0, StoppingRule(gtol=1e-14, max_passes=budget))
+    assert res.reason in ("max_passes", "method", "converged"), res.message
+    assert res.final.data_passes <= budget
+    assert all(r.data_passes <= budget for r in res.history)
+    assert [r.data_passes for r in res.history] == sorted(r.data_passes for r in res.history)
+    if res.reason == "max_passes":  # the last accepted iterate: its loss is the last recorded one
+        f, _ = model.loss_grad(res.x)
+        assert f == res.final.loss
+
+
+def test_a_budget_cut_inside_newton_cg_keeps_the_last_iterate_and_counts_the_work():
+    model = BiasedMF(tiny_ratings(12, 9, 0.6, seed=4), rank=3, reg=0.1, reg_bias=0.1, weighting="count")
+    x0 = model.init(np.random.default_rng(1))
+    long = minimize("newton-cg", model, x0, StoppingRule(gtol=1e-14, max_passes=400))
+    # a budget that ends between two of the long run's iterates
+    mid = next(r.data_passes for r in long.history if r.data_passes > 30) - 1
+    cut = minimize("newton-cg", model, x0, StoppingRule(gtol=1e-14, max_passes=mid))
+    assert cut.reason == "max_passes"
+    assert cut.final.data_passes == mid  # the refused operation is the one that would pass it
+    accepted = [r for r in long.history if r.data_passes <= mid]
+    assert cut.final.loss == accepted[-1].loss and cut.final.iteration == accepted[-1].iteration

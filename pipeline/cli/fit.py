@@ -74,8 +74,9 @@ def _run_comparison(optimizers, kw) -> None:
                 version = tracker.register(result.model_uris[best], kw["register"])
                 click.echo(f"registered as {kw['register']} version {version}: models:/{kw['register']}/{version}")
         click.echo(f"(start the UI with `make ui` or `recsys ui`; store: {tracker.tracking_uri})")
-    if result.failures and len(result.failures) == len(cfg.optimizers):
-        raise click.ClickException("every method failed: " + "; ".join(f"{k}: {v}" for k, v in result.failures.items()))
+    not_run = {**result.failures, **result.inapplicable}
+    if not_run and len(not_run) == len(cfg.optimizers):
+        raise click.ClickException("no method ran: " + "; ".join(f"{k}: {v}" for k, v in not_run.items()))
 
 
 @cli.command()

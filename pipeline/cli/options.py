@@ -229,8 +229,9 @@ def fit_options(f):
                           "(a loss+gradient or Hessian-vector product = 1; an ALS sweep = 2; an SGD epoch = 1)."),
         click.option("--max-seconds", type=Finite(min=0, min_open=True), default=RunConfig().rule.max_seconds,
                      show_default=True,
-                     help="Wall-time safety net per optimizer (optimizer time: compilation, validation and "
-                          "logging excluded)."),
+                     help="Wall-time safety net per optimizer, off by default (optimizer time: compilation, "
+                          "validation and logging excluded). Seconds depend on the machine and its load: a "
+                          "method stopped by them is marked machine-dependent."),
         click.option("--max-iter", type=click.IntRange(min=0), default=None,
                      help="An extra iteration cap (off by default: iterations cost 1 to 100 passes depending on "
                           "the method, so a cap in iterations is a different budget for each)."),

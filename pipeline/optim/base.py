@@ -9,8 +9,12 @@ method, in this order, and stops at the first that holds:
 2. ``"diverged"``: the objective or gradient is not finite;
 3. ``"max_passes"``: data passes ``>= max_passes``, the budget: a data pass is the unit of work
    every method pays in (a loss, a loss+gradient, a Hessian-vector product, half an ALS sweep, an
-   SGD epoch), so one budget means the same for all of them;
-4. ``"max_seconds"``: optimizer wall time ``>= max_seconds`` (a safety net for slow machines);
+   SGD epoch), so one budget means the same for all of them. The budget holds exactly: an
+   operation that would take the count past ``max_passes`` is refused before it runs
+   (:class:`BudgetSpent`), inside an inner solve or a line search too, and the method ends at its
+   last accepted iterate, its spent passes (at most the budget) recorded;
+4. ``"max_seconds"``: optimizer wall time ``>= max_seconds``, off by default: seconds depend on
+   the machine and its load, so a run that stops on them is machine-dependent (the table says so);
    ``"max_iter"``: ``k >= max_iter`` iterations, off by default: an iteration of Newton-CG costs
    tens of passes and one of L-BFGS about one, so an iteration cap is a different budget for each
    method and decides the race by its rules rather than by the methods;
@@ -75,7 +79,7 @@ class StoppingRule:
         if reason == "max_passes":
             return f"budget spent: {r.data_passes} data passes (of {self.max_passes}), {rel}"
         if reason == "max_seconds":
-            return f"budget spent: {r.seconds:.1f} s (of {self.max_seconds:g}), {rel}"
+            return f"time budget spent: {r.seconds:.1f} s (of {self.max_seconds:g}; machine-dependent), {rel}"
         if reason == "max_iter":
             return f"iteration cap: {r.iteration} iterations, {rel}"
         if reason == "early_stopped":
@@ -133,11 +137,19 @@ class OptimizeResult:
         }
 
 
-class CountedObjective:
-    """Wraps an :class:`Objective`, counting calls and remembering recent ``(x, f, g)``."""
+class BudgetSpent(Exception):
+    """The next operation would take the method past its data-pass budget; it was not run."""
 
-    def __init__(self, objective: Objective, memory: int = 4):
+
+class CountedObjective:
+    """Wraps an :class:`Objective`, counting calls and remembering recent ``(x, f, g)``.
+
+    With ``max_passes`` set, every operation is charged before it runs and refused
+    (:class:`BudgetSpent`) when it would take :attr:`data_passes` past the budget."""
+
+    def __init__(self, objective: Objective, memory: int = 4, max_passes: int | None = None):
         self.objective = objective
+        self.max_passes = max_passes
         self.n_params = objective.n_params
         self.n_fun = self.n_grad = self.n_hessp = 0
         self.n_other_passes = 0      # passes of model-specific solvers (an ALS sweep is 2, an SGD epoch 1)
@@ -145,7 +157,19 @@ class CountedObjective:
         self._recent: list[tuple[np.ndarray, float, np.ndarray]] = []
         self._memory = memory
 
+    def charge(self, passes: int) -> None:
+        """Refuse an operation of ``passes`` data passes that the budget has no room for."""
+        if self.max_passes is not None and self.data_passes + passes > self.max_passes:
+            raise BudgetSpent
+
+    def solver_passes(self, passes: int) -> None:
+        """Charge a model-specific solver's work (an ALS sweep is 2 passes, an SGD epoch 1)
+        before it runs."""
+        self.charge(passes)
+        self.n_other_passes += passes
+
     def loss_grad(self, x: np.ndarray) -> tuple[float, np.ndarray]:
+        self.charge(1)
         self.n_fun += 1
         self.n_grad += 1
         f, g = self.objective.loss_grad(x)
@@ -157,10 +181,12 @@ class CountedObjective:
         """Value only, where the objective offers a cheaper ``loss``; else via ``loss_grad``."""
         if not hasattr(self.objective, "loss"):
             return self.loss_grad(x)[0]
+        self.charge(1)
         self.n_fun += 1
         return self.objective.loss(x)
 
     def hessp(self, x: np.ndarray, v: np.ndarray) -> np.ndarray:
+        self.charge(1)
         self.n_hessp += 1
         hv = self.objective.hessp(x, v)
         if float(v @ hv) < 0:
@@ -168,6 +194,7 @@ class CountedObjective:
         return hv
 
     def gnvp(self, x: np.ndarray, v: np.ndarray) -> np.ndarray:
+        self.charge(1)
         self.n_hessp += 1
         return self.objective.gnvp(x, v)
 
@@ -257,6 +284,19 @@ class Monitor:
         if self.rule.patience is not None and r.iteration - self._best_val_iter >= self.rule.patience:
             return "early_stopped"
         return None
+
+    def budget_spent(self) -> OptimizeResult:
+        """The method asked for more than its budget (:class:`BudgetSpent`): it ends at its last
+        accepted iterate, and a last record at that iterate carries the work spent since (the
+        inner solve or line search that the budget cut short), so the history ends at the passes
+        spent, never beyond the budget."""
+        last, c = self.history[-1], self.counted
+        if c.data_passes > last.data_passes:
+            self.history.append(IterationRecord(last.iteration, last.loss, last.grad_norm, last.rel_grad_norm,
+                                                self.elapsed(), c.n_fun, c.n_grad, c.n_hessp, last.val_rmse,
+                                                c.data_passes))
+        self.reason = "max_passes"
+        return self.result(self.last_x, "max_passes")
 
     def result(self, x: np.ndarray, message: str) -> OptimizeResult:
         """The one exit point: make sure ``x`` is the last recorded iterate, label the reason.

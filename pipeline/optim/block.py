@@ -14,25 +14,18 @@ from pipeline.optim.base import CountedObjective, Monitor
 from pipeline.optim.registry import register
 
 
-def _missing(objective: CountedObjective, capability: str, name: str) -> str | None:
-    if getattr(objective.objective, capability, None) is None:
-        return f"{name} needs a model with {capability}(); {type(objective.objective).__name__} has none"
-    return None
-
-
-@register("als", "alternating least squares: exact ridge solves for users, then items (with biases)")
+@register("als", "alternating least squares: exact ridge solves for users, then items (with biases)",
+          needs=("als_sweep",))
 def als(objective: CountedObjective, x0: np.ndarray, monitor: Monitor) -> tuple[np.ndarray, str]:
-    if (why := _missing(objective, "als_sweep", "als")):
-        return x0, why
     x = x0
     while True:
+        objective.solver_passes(2)
         x = objective.objective.als_sweep(x)
-        objective.n_other_passes += 2
         if monitor.check(x):
             return x, monitor.reason
 
 
-@register("sgd", "per-rating SGD (Surprise's SVD), on the count-weighted objective")
+@register("sgd", "per-rating SGD (Surprise's SVD), on the count-weighted objective", needs=("sgd_epoch",))
 def sgd(objective: CountedObjective, x0: np.ndarray, monitor: Monitor, lr: float = 0.01,
         half_life: float = 20.0, seed: int = 0) -> tuple[np.ndarray, str]:
     """Epochs of per-rating updates in a fresh random order, step ``lr / (1 + epoch / half_life)``
@@ -42,13 +35,11 @@ def sgd(objective: CountedObjective, x0: np.ndarray, monitor: Monitor, lr: float
     ``sgd_epoch`` is the objective's: one whose per-rating steps would minimize another function
     than its loss (MF with ``weighting="none"``) raises, and the method fails alone saying so.
     """
-    if (why := _missing(objective, "sgd_epoch", "sgd")):
-        return x0, why
     rng = np.random.default_rng(seed)
     x, epoch = x0, 0
     while True:
+        objective.solver_passes(1)
         x = objective.objective.sgd_epoch(x, lr / (1.0 + epoch / half_life), rng)
-        objective.n_other_passes += 1
         epoch += 1
         if monitor.check(x):
             return x, monitor.reason

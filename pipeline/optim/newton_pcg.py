@@ -31,18 +31,16 @@ from pipeline.optim.registry import register
 
 
 @register("newton-pcg", "truncated Newton, CG preconditioned by the Hessian's block diagonal, Armijo line search",
-          uses_hessp=True)
+          uses_hessp=True, needs=("precondition",))
 def newton_pcg(objective: CountedObjective, x0: np.ndarray, monitor: Monitor, max_cg: int = 100,
                c1: float = 1e-4, max_backtracks: int = 40) -> tuple[np.ndarray, str]:
     model = objective.objective
-    if getattr(model, "precondition", None) is None:
-        return x0, f"newton-pcg needs a model with precondition(); {type(model).__name__} has none"
     x = x0
     f, g = objective.loss_grad(x)
     g0 = max(float(np.linalg.norm(g)), 1e-300)
     while True:
+        objective.solver_passes(int(getattr(model, "precondition_passes", 2)))
         apply = model.precondition(x)
-        objective.n_other_passes += int(getattr(model, "precondition_passes", 2))
         gnorm = float(np.linalg.norm(g))
         eta = min(0.5, math.sqrt(gnorm / g0))
         d = _pcg(objective, x, g, apply, eta * gnorm, max_cg)

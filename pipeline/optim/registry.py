@@ -14,25 +14,29 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from pipeline.objectives.base import Objective
-from pipeline.optim.base import CountedObjective, Listener, Monitor, OptimizeResult, StoppingRule
+from pipeline.optim.base import BudgetSpent, CountedObjective, Listener, Monitor, OptimizeResult, StoppingRule
 
 
 @dataclass(frozen=True)
 class OptimizerSpec:
+    """An optimizer: how to run it, and what it needs from a model beyond ``loss_grad`` and
+    ``hessp`` (``needs``: the names of optional capabilities, e.g. ``("als_sweep",)``)."""
+
     name: str
     run: Callable
     summary: str
     uses_hessp: bool = False
+    needs: tuple[str, ...] = ()
 
 
 REGISTRY: dict[str, OptimizerSpec] = {}
 
 
-def register(name: str, summary: str, uses_hessp: bool = False):
+def register(name: str, summary: str, uses_hessp: bool = False, needs: tuple[str, ...] = ()):
     def decorate(run):
         if name in REGISTRY:
             raise ValueError(f"optimizer {name!r} registered twice")
-        REGISTRY[name] = OptimizerSpec(name, run, summary, uses_hessp)
+        REGISTRY[name] = OptimizerSpec(name, run, summary, uses_hessp, tuple(needs))
         return run
     return decorate
 
@@ -41,13 +45,32 @@ def names() -> list[str]:
     return list(REGISTRY)
 
 
+class NotApplicable(ValueError):
+    """The optimizer needs a capability the model does not offer; nothing was run."""
+
+
+def missing_capabilities(name: str, objective) -> list[str]:
+    """What optimizer ``name`` needs that ``objective`` lacks (empty: it applies)."""
+    return [c for c in REGISTRY[name].needs if not callable(getattr(objective, c, None))]
+
+
+def not_applicable(name: str, objective, model: str | None = None) -> str | None:
+    """``"not applicable: <model> has no <capability>"``, or None where ``name`` applies."""
+    lacks = missing_capabilities(name, objective)
+    if not lacks:
+        return None
+    return f"not applicable: {model or type(objective).__name__} has no {' and no '.join(lacks)}"
+
+
 def minimize(name: str, objective: Objective, x0: np.ndarray, rule: StoppingRule = StoppingRule(),
              validate: Callable[[np.ndarray], float] | None = None,
              listeners: tuple[Listener, ...] = (), **options) -> OptimizeResult:
     """Run optimizer ``name`` on ``objective`` from ``x0`` under the shared ``rule``."""
     if name not in REGISTRY:
         raise KeyError(f"unknown optimizer {name!r}; choose from {', '.join(REGISTRY)}")
-    counted = CountedObjective(objective)
+    if (why := not_applicable(name, objective)):
+        raise NotApplicable(f"{name}: {why}")
+    counted = CountedObjective(objective, max_passes=rule.max_passes)
     monitor = Monitor(name, counted, rule, validate, listeners)
     x0 = np.array(x0, dtype=np.float64, copy=True)
     # Overflow in a diverging run is expected and reported as reason "diverged", not as warnings.
@@ -57,5 +80,8 @@ def minimize(name: str, objective: Objective, x0: np.ndarray, rule: StoppingRule
     with np.errstate(over="ignore", invalid="ignore"), threadpool_limits(limits=1, user_api="blas"):
         if monitor.check(x0):  # iteration 0: reference gradient norm, maybe already done
             return monitor.result(x0, "stopped at the starting point")
-        x, message = REGISTRY[name].run(counted, x0, monitor, **options)
+        try:
+            x, message = REGISTRY[name].run(counted, x0, monitor, **options)
+        except BudgetSpent:  # the next operation did not fit: end at the last accepted iterate
+            return monitor.budget_spent()
         return monitor.result(x, message)

@@ -104,7 +104,7 @@ def newton_cg(objective: CountedObjective, x0: np.ndarray, monitor: Monitor,
     return _second_order(objective, x0, monitor, "Newton-CG", "hessp", _NCG, scale, max_restarts)
 
 
-@register("newton-cg-gn", "scipy Newton-CG with the Gauss-Newton product (PSD)", uses_hessp=True)
+@register("newton-cg-gn", "scipy Newton-CG with the Gauss-Newton product (PSD)", uses_hessp=True, needs=("gnvp",))
 def newton_cg_gn(objective: CountedObjective, x0: np.ndarray, monitor: Monitor,
                  scale: float | str = "auto", max_restarts: int = 20) -> tuple[np.ndarray, str]:
     """Newton-CG with ``J^T J v`` + penalty in place of ``H v``: never meets negative curvature;
