@@ -171,15 +171,18 @@ def prepare_race(prepared: list[Prepared], cfg: RunConfig, note: Callable[[str],
     problem's ``f*``. Returns ``(compile_seconds, pass_costs)``; sets ``prepared[j].reference``."""
     note = note or (lambda _msg: None)
     compile_seconds = warm_up(prepared[0].objective)
-    note(f"kernels compiled or loaded in {compile_seconds:.1f} s (once, outside the race)")
+    threads = getattr(prepared[0].objective, "kernel_threads", None)
+    note(f"kernels compiled or loaded in {compile_seconds:.1f} s (once, outside the race)"
+         + (f"; {threads} kernel thread{'s' * (threads > 1)}, the faster here (measured)" if threads else ""))
     for prep in prepared:
         t0 = time.perf_counter()
         prep.reference = reference_for(prep, cfg)
         note(f"reference optimum{' (' + prep.label + ')' if len(prepared) > 1 else ''}: "
              f"{prep.reference.note()} in {time.perf_counter() - t0:.1f} s")
     costs = race.pass_costs(prepared[0].objective, prepared[0].x0)
-    note("one pass costs " + ", ".join(f"{k[5:]} {v:.2f}" for k, v in costs.items() if k.startswith("cost_"))
-         + f" x a loss+gradient ({1e3 * costs['seconds_loss_grad']:.2f} ms)")
+    note(f"one operation costs, in loss+gradients ({1e3 * costs['seconds_loss_grad']:.2f} ms each; median "
+         f"[quartiles]): {race.describe_costs(costs)}"
+         + ("; a loss alone measured implausibly dear: not reported" if costs.get("implausible_loss") else ""))
     return compile_seconds, costs
 
 

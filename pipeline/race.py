@@ -49,7 +49,7 @@ VAL_TOLERANCE = 1e-4
 REFERENCE_SOLVERS = ("lbfgs", "newton-cg")  # the two phases, in order
 REFERENCE_GTOL = (1e-6, 1e-10)              # relative to ||g(x0)||, where each phase stops
 REFERENCE_PASSES = 20_000                   # per phase; seconds only as a safety net (600 s)
-REFERENCE_VERSION = 2  # bump when the reference's definition changes: old cache entries then miss
+REFERENCE_VERSION = 3  # bump when the reference's definition changes: old cache entries then miss
 
 
 
@@ -154,50 +154,93 @@ def stationary_note(result: OptimizeResult, f_star: float, tol: float = 1e-9) ->
 
 
 # -- pass costs, measured -------------------------------------------------------------------------
-def pass_costs(objective, x0: np.ndarray, repeats: int = 5, seed: int = 0) -> dict[str, float]:
-    """The wall time of one ``loss_grad`` at ``x0`` (``seconds_loss_grad``, median of ``repeats``)
-    and what one ``loss``, ``hessp``, ``gnvp``, ALS sweep and SGD epoch cost in units of it
-    (``cost_<name>``), for the operations ``objective`` offers. A Hessian-vector product is timed
-    at a point whose residuals are cached, as inside CG. Measured, not assumed: the data-pass
-    budget counts each of these as one pass (an ALS sweep as two), and these ratios say what a
-    pass costs in time on this problem and machine."""
+IMPLAUSIBLE = 1.05  # a loss alone dearer than this many loss+gradients is noise, not a measurement
+
+
+def pass_costs(objective, x0: np.ndarray, rounds: int = 11, points: int = 3, seed: int = 0) -> dict[str, float]:
+    """What each operation the race counts as data passes costs in time, on this problem.
+
+    ``seconds_loss_grad``: the median wall time of one ``loss_grad``; ``cost_<op>``: the median
+    cost of one ``loss``, ``hessp``, ``gnvp``, ALS sweep and SGD epoch in units of it (for the
+    operations ``objective`` offers), with ``cost_<op>_lo`` / ``cost_<op>_hi`` the quartiles of that
+    ratio over the rounds (its spread).
+
+    Measured so that noise and caches cannot pass for a cost: ``rounds`` rounds, each visiting
+    ``points`` points and timing, at each, a ``loss_grad`` and then every operation once
+    (interleaved: a slow moment of a busy machine hits every operation alike, and each ratio is
+    taken within its round); every timed call is at a point (or with a direction) no call has
+    seen before, so no per-point cache of the model can help, except a Hessian-vector product's
+    residuals at ``x``, which the ``loss_grad`` just before it leaves, as inside CG. Run under the
+    race's thread settings (BLAS on one thread). A loss measured dearer than ``IMPLAUSIBLE``
+    loss+gradients is dropped rather than reported (``implausible_<op>`` = 1 says so)."""
     from threadpoolctl import threadpool_limits
     with threadpool_limits(limits=1, user_api="blas"):  # as the race runs (pipeline.optim.registry)
-        return _pass_costs(objective, x0, repeats, seed)
+        return _pass_costs(objective, np.array(x0, dtype=np.float64, copy=True), rounds, points, seed)
 
 
-def _pass_costs(objective, x0: np.ndarray, repeats: int, seed: int) -> dict[str, float]:
+def _pass_costs(objective, x0: np.ndarray, rounds: int, points: int, seed: int) -> dict[str, float]:
     rng = np.random.default_rng(seed)
-    x = np.array(x0, dtype=np.float64, copy=True)
-    v = rng.normal(size=objective.n_params)
+    step = 1e-3 * max(float(np.abs(x0).max()), 1e-3)
+    fresh = lambda: x0 + step * rng.standard_normal(x0.shape)  # noqa: E731  (a point no call has seen)
 
-    def median_seconds(call) -> float:
-        times = []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            call()
-            times.append(time.perf_counter() - t0)
-        return float(np.median(times))
+    def seconds(call) -> float:
+        t0 = time.perf_counter()
+        call()
+        return time.perf_counter() - t0
 
-    base = median_seconds(lambda: objective.loss_grad(x))
-    out = {"seconds_loss_grad": base}
-    ops = {}
-    if callable(getattr(objective, "loss", None)):
-        ops["loss"] = lambda: objective.loss(x)
-    ops["hessp"] = lambda: objective.hessp(x, v)
+    # name -> (what to call, how to draw its argument: drawn before the clock starts)
+    # The products first: right after the loss_grad at x, whose residuals they use (as inside CG).
+    ops: dict[str, tuple] = {"hessp": (lambda xv: objective.hessp(*xv), lambda x: (x, rng.standard_normal(x.shape)))}
     if callable(getattr(objective, "gnvp", None)):
-        ops["gnvp"] = lambda: objective.gnvp(x, v)
+        ops["gnvp"] = (lambda xv: objective.gnvp(*xv), lambda x: (x, rng.standard_normal(x.shape)))
+    if callable(getattr(objective, "loss", None)):
+        ops["loss"] = (objective.loss, lambda x: fresh())
     if callable(getattr(objective, "als_sweep", None)):
-        ops["als_sweep"] = lambda: objective.als_sweep(x)
+        ops["als_sweep"] = (objective.als_sweep, lambda x: fresh())
     if callable(getattr(objective, "sgd_epoch", None)):
-        ops["sgd_epoch"] = lambda: objective.sgd_epoch(x, 1e-6, np.random.default_rng(seed))
-    for name, call in ops.items():
+        ops["sgd_epoch"] = (lambda y: objective.sgd_epoch(y, 1e-6, np.random.default_rng(seed)), lambda x: fresh())
+    for name, (call, draw) in list(ops.items()):  # untimed first calls: warm caches, drop what is refused
         try:
-            objective.loss_grad(x)  # residuals cached at x, as an optimizer leaves them
-            out[f"cost_{name}"] = median_seconds(call) / base
+            objective.loss_grad(x0)
+            call(draw(x0))
         except (ValueError, np.linalg.LinAlgError):  # an operation this configuration refuses
+            del ops[name]
+    base_times: list[float] = []
+    ratios: dict[str, list[float]] = {name: [] for name in ops}
+    for _ in range(rounds):
+        per_point: dict[str, list[float]] = {name: [] for name in ops}
+        for _ in range(points):
+            x = fresh()
+            base = seconds(lambda: objective.loss_grad(x))  # also leaves the residuals at x, as CG has them
+            base_times.append(base)
+            for name, (call, draw) in ops.items():
+                arg = draw(x)
+                per_point[name].append(seconds(lambda: call(arg)) / base)
+        for name in ops:
+            ratios[name].append(float(np.median(per_point[name])))
+    out = {"seconds_loss_grad": float(np.median(base_times))}
+    for name, values in ratios.items():
+        lo, mid, hi = (float(q) for q in np.quantile(values, (0.25, 0.5, 0.75)))
+        if name == "loss" and mid > IMPLAUSIBLE:
+            out[f"implausible_{name}"] = 1.0
             continue
+        out[f"cost_{name}"], out[f"cost_{name}_lo"], out[f"cost_{name}_hi"] = mid, lo, hi
     return out
+
+
+def cost_names(costs: dict[str, float]) -> list[str]:
+    """The operations ``costs`` (from :func:`pass_costs`, or as logged) has a measured cost for."""
+    return [k[5:] for k in costs if k.startswith("cost_") and not k.endswith(("_lo", "_hi"))]
+
+
+def describe_costs(costs: dict[str, float]) -> str:
+    """``"loss 0.97 [0.95-0.99], hessp 1.35 [1.31-1.40] ..."``: median and quartiles of each cost."""
+    parts = []
+    for name in cost_names(costs):
+        lo, hi = costs.get(f"cost_{name}_lo"), costs.get(f"cost_{name}_hi")
+        spread = f" [{lo:.2f}-{hi:.2f}]" if lo is not None and hi is not None else ""
+        parts.append(f"{name} {costs[f'cost_{name}']:.2f}{spread}")
+    return ", ".join(parts)
 
 
 # -- performance profiles --------------------------------------------------------------------------

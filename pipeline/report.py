@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from pipeline import race
 from pipeline.optim.base import OptimizeResult
 from pipeline.schema import GAP, TABLE_COLUMNS, TARGET_KEYS, TARGETS, history_from_curves
 
@@ -357,7 +358,7 @@ def write_report(logged: dict, folder: str | Path) -> Path:
            if c["metrics"].get("n_negative_curvature")}
     budget = " or ".join(x for x in (f"{p.get('max_passes')} data passes" if p.get("max_passes") not in (None, "None") else "",
                                      f"{p.get('max_seconds')} s" if p.get("max_seconds") not in (None, "None") else "") if x)
-    costs = {k[5:]: v for k, v in pm.items() if k.startswith("cost_")}
+    costs = race.describe_costs(pm)
     text = [f"# Case study: optimizers on {spec.title} ({parent['experiment']})", "",
             f"MLflow run `{parent['run_id']}`; dataset `{p.get('dataset')}` ({p.get('n_train')} training, "
             f"{p.get('n_val')} validation, {p.get('n_test')} test ratings; split {p.get('split')}, seed {p.get('split_seed')}); "
@@ -371,8 +372,8 @@ def write_report(logged: dict, folder: str | Path) -> Path:
             "each count one) and optimizer seconds. Kernel compilation "
             + (f"({pm['compile_seconds']:.1f} s here) " if "compile_seconds" in pm else "")
             + "happens before any clock starts; validation scoring and logging are outside the clock.",
-            ("- Measured cost of one operation in loss+gradient passes on this problem: "
-             + ", ".join(f"{k} {v:.2f}" for k, v in costs.items())
+            ("- Measured cost of one operation in loss+gradient passes on this problem (median [quartiles] "
+             "of interleaved calls at distinct points): " + costs
              + (f" (one loss+gradient: {1e3 * pm['seconds_loss_grad']:.2f} ms)." if "seconds_loss_grad" in pm else "."))
             if costs else "- Pass costs: not logged.",
             "- Methods are ranked by passes and seconds to reach (f - f*)/|f*| <= 1e-3, 1e-6 and 1e-9, and to come "

@@ -17,6 +17,9 @@ another CPU. Three more things chose bits by the machine, and this module fixes 
   no bit and gives back most of the speed re-association bought.
 * **BLAS threads.** The race runs BLAS on one thread (``pipeline.optim.registry``).
 
+Not bits but seconds: the kernels' OpenMP threads spin less (``GOMP_SPINCOUNT``, below) and
+``mf_kernels.choose_threads`` measures whether two threads pay before a comparison starts.
+
 numpy's own SIMD dispatch (``NPY_DISABLE_CPU_FEATURES``) changes none of the operations the race
 uses on float64: elementwise arithmetic is exact in every lane width and numpy's sums are
 pairwise in a fixed order (tested, ``tests/test_reproducible.py``).
@@ -60,6 +63,12 @@ def pin() -> None:
                           f"{BLAS_CORETYPE}: results may differ from other machines' in their last bits "
                           f"(import pipeline first, or set OPENBLAS_CORETYPE={BLAS_CORETYPE})", stacklevel=3)
     os.environ["NUMBA_SLP_VECTORIZE"] = "1"
+    # The kernels' threads (numba's OpenMP layer, GNU libgomp) wait for the next parallel region by
+    # spinning 300,000 times by default: on a busy machine the spinning thread took the core its
+    # partner needed (5.8x slower). 3,000 spins keep a quiet machine within 5 % of the default
+    # and cost at most 1.15x on a busy one (docs/performance.md). A user's own setting wins.
+    if "OMP_WAIT_POLICY" not in os.environ:
+        os.environ.setdefault("GOMP_SPINCOUNT", "3000")
     if "numba" in sys.modules:  # loaded before us: set its config before anything is compiled
         sys.modules["numba"].config.SLP_VECTORIZE = 1
 

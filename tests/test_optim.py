@@ -130,7 +130,7 @@ def test_max_iter_is_reported(name):
 
 def test_max_seconds_is_reported():
     f = tiny_objective()
-    res = minimize("gd", f, f.init(np.random.default_rng(1)), StoppingRule(gtol=0.0, max_iter=10**9, max_seconds=0.2))
+    res = minimize("gd", f, f.init(np.random.default_rng(1)), StoppingRule(gtol=0.0, max_iter=10**9, max_seconds=0.2, max_passes=None))
     assert res.reason == "max_seconds" and 0.2 <= res.final.seconds < 5
 
 

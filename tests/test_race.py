@@ -88,11 +88,71 @@ def test_performance_profile_known_answer():
 
 def test_pass_costs_are_measured_for_what_the_objective_offers():
     f = BiasedMF(tiny_ratings(n_users=8, n_items=6), rank=2, weighting="none")
-    costs = race.pass_costs(f, f.init(np.random.default_rng(0)), repeats=2)
+    costs = race.pass_costs(f, f.init(np.random.default_rng(0)), rounds=3)
     assert costs["seconds_loss_grad"] > 0
-    assert {"cost_loss", "cost_hessp", "cost_gnvp", "cost_als_sweep"} <= set(costs)
-    assert "cost_sgd_epoch" not in costs  # SGD refuses the plain-L2 objective
+    assert set(race.cost_names(costs)) == {"loss", "hessp", "gnvp", "als_sweep"}  # SGD refuses plain L2
     assert all(v > 0 for v in costs.values())
+    for name in race.cost_names(costs):
+        assert costs[f"cost_{name}_lo"] <= costs[f"cost_{name}"] <= costs[f"cost_{name}_hi"]
+    assert race.describe_costs(costs).startswith(f"hessp {costs['cost_hessp']:.2f} [")
+
+
+class _Spy(BiasedMF):
+    """Records every point and direction the cost measurement asks about."""
+
+    def __init__(self, *a, **kw):
+        super().__init__(*a, **kw)
+        self.calls: list[tuple[str, bytes, bytes]] = []
+
+    def loss_grad(self, x):
+        self.calls.append(("loss_grad", x.tobytes(), b""))
+        return super().loss_grad(x)
+
+    def loss(self, x):
+        self.calls.append(("loss", x.tobytes(), b""))
+        return super().loss(x)
+
+    def hessp(self, x, v):
+        self.calls.append(("hessp", x.tobytes(), v.tobytes()))
+        return super().hessp(x, v)
+
+    def als_sweep(self, x):
+        self.calls.append(("als_sweep", x.tobytes(), b""))
+        return super().als_sweep(x)
+
+
+def test_pass_costs_never_time_a_call_a_per_point_cache_could_answer():
+    """A model may cache per point (the protocol allows it): a measurement that repeats a point
+    measured a cached lookup ("loss 0.06"). Every timed call is at a new point, or, for a
+    Hessian-vector product, at the point of the loss+gradient just before it with a new direction."""
+    f = _Spy(tiny_ratings(n_users=8, n_items=6), rank=2)
+    race.pass_costs(f, f.init(np.random.default_rng(0)), rounds=4, points=2)
+    # the untimed first call of each of the 5 operations after a loss_grad at x0 (gnvp and
+    # sgd_epoch are not spied on): 5 + 3 records
+    warm = 8
+    timed = f.calls[warm:]
+    points = [x for op, x, _ in timed if op != "hessp"]
+    assert len(points) == len(set(points))
+    for j, (op, x, v) in enumerate(timed):
+        if op == "hessp":
+            assert x == next(xx for oo, xx, _ in reversed(timed[:j]) if oo == "loss_grad")
+    directions = [v for op, _, v in timed if op == "hessp"]
+    assert len(directions) == len(set(directions))
+
+
+class _SlowLoss(BiasedMF):
+    def loss(self, x):
+        import time
+        time.sleep(0.005)
+        return super().loss(x)
+
+
+def test_an_implausible_cost_is_not_reported_as_a_measurement():
+    f = _SlowLoss(tiny_ratings(n_users=8, n_items=6), rank=2)
+    costs = race.pass_costs(f, f.init(np.random.default_rng(0)), rounds=3, points=1)
+    assert "cost_loss" not in costs and costs["implausible_loss"] == 1.0
+    assert "loss" not in race.describe_costs(costs)
+    assert "cost_hessp" in costs
 
 
 # -- compilation outside the clock -------------------------------------------------------------------

@@ -483,6 +483,9 @@ class BiasedMF(PredictsRatings):
         if self.weighting == "count":
             mf.sgd_epoch(x, 0.01, rng)
         mf.predict(x, tiny.users, tiny.items)
+        from pipeline.objectives import mf_kernels as K
+        x = self.init(rng)
+        self.kernel_threads = K.choose_threads(lambda: self.loss_grad(x + 0.0))
 
     # -- prediction -----------------------------------------------------------------------------
     def predict(self, x: np.ndarray, users: np.ndarray, items: np.ndarray) -> np.ndarray:

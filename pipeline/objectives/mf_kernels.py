@@ -80,6 +80,46 @@ def prefetch(typingctx, arr, i, f):
     return sig, codegen
 
 
+# -- threads where they pay ------------------------------------------------------------------------
+PAYS = 0.9        # more threads are used only where they make a pass at least 10 % faster
+LONG_PASS = 0.05  # seconds: a pass this long pays for its parallel region on any machine; not measured
+
+
+def choose_threads(one_pass, rounds: int = 5) -> int:
+    """Measure, then set, how many threads the kernels run on (numba's ``set_num_threads``, for the
+    calling thread): all of numba's pool where ``one_pass`` (a callable doing one data pass) is
+    at least ``1 - PAYS`` faster on them than on one thread, else one. Timed alternately, the
+    median of ``rounds`` calls each. Results do not depend on the choice (the blocks are cut by
+    the data), only seconds do.
+
+    Why measure: a pass over 80,000 ratings takes about a millisecond, and a parallel region waits
+    for its slowest thread. On a quiet 2-core machine two threads made a loss+gradient and a
+    Hessian-vector product 1.8x faster; with one CPU-bound job beside them, 5.8x slower (19.6
+    against 3.4 ms), the worker sharing its core while the main thread spun. So the choice is
+    made on the machine as it is when the comparison starts, and ``GOMP_SPINCOUNT`` (set in
+    ``pipeline.reproducible``) bounds what a job that starts later costs: docs/performance.md."""
+    import time
+    import numba
+    most = numba.config.NUMBA_NUM_THREADS
+    if most <= 1:
+        return 1
+    numba.set_num_threads(most)
+    t0 = time.perf_counter()
+    one_pass()
+    if time.perf_counter() - t0 >= LONG_PASS:
+        return most
+    times: dict[int, list[float]] = {1: [], most: []}
+    for _ in range(rounds):
+        for n in (1, most):
+            numba.set_num_threads(n)
+            t0 = time.perf_counter()
+            one_pass()
+            times[n].append(time.perf_counter() - t0)
+    best = most if np.median(times[most]) < PAYS * np.median(times[1]) else 1
+    numba.set_num_threads(best)
+    return best
+
+
 MAX_BLOCKS = 8  # user blocks at most: up to 8 threads share the work; more would only buy buffer memory
 
 
