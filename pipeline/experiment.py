@@ -22,7 +22,7 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from pipeline import evaluate, race, report, schema
+from pipeline import evaluate, race, report, reproducible, schema
 from pipeline.config import DataConfig, RunConfig
 from pipeline.data import (DataError, Ratings, Split, cache_folder, filter_min_counts, load_dataset, load_predefined,
                            make_splits, random_split)
@@ -120,7 +120,7 @@ def run_params(cfg: RunConfig, prepared: Prepared) -> dict:
         "n_params": prepared.objective.n_params, "n_train": len(split.train),
         "n_val": len(split.validation), "n_test": len(split.test),
         "min_user_ratings": d.min_user_ratings, "min_item_ratings": d.min_item_ratings,
-        "backend": prepared.backend,
+        "backend": prepared.backend, "blas_kernels": reproducible.blas_kernels(),
     }
 
 
@@ -193,8 +193,8 @@ def baselines(prepared: Prepared, cfg: RunConfig) -> dict[str, dict]:
     return {name: evaluate.score_split(p, split, prepared.objective) for name, p in preds.items()}
 
 
-def _stationary_note(prepared: Prepared, result: OptimizeResult) -> str:
-    return race.stationary_note(result, prepared.reference.f_star) if prepared.reference else ""
+def _end_note(prepared: Prepared, result: OptimizeResult) -> str:
+    return race.end_note(result, prepared.reference.f_star if prepared.reference else None)
 
 
 
@@ -241,7 +241,7 @@ def _compare_split(prepared: Prepared, cfg: RunConfig, tracker, parent_id: str |
                 res, m = _fit_or_fail(prepared, name, cfg, listeners,
                                       lambda why: tracker.set_tags(rid, {"stop_reason": "failed", "stop_message": why}))
                 tracker.log_metrics(rid, {k: v for k, v in m.items() if k not in schema.CURVE_ONLY}, step=res.final.iteration)
-                note = _stationary_note(prepared, res)
+                note = _end_note(prepared, res)
                 tracker.set_tags(rid, {"stop_reason": res.reason, "stop_message": res.message,
                                        **({"stationary_note": note} if note else {})})
                 if cfg.log_models and tracker.records:

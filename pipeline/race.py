@@ -12,8 +12,8 @@ Reference optimum
     its own ``||g||/||g0||`` is reported beside it. It does not depend on which methods are
     compared (the old "minus the best of the methods shown" moved every curve when a method was
     added, and gave the winner a gap of zero by construction). The problem is non-convex: a method
-    may end at another stationary point, above ``f*`` with a small gradient, or even below it; the
-    table and the report say so (:func:`stationary_note`).
+    may converge above ``f*`` (near another stationary point) or even end below it; the table and
+    the report say so (:func:`end_note`).
 
 Time to target
     For a relative suboptimality ``tau`` the cost to target is the data passes (and seconds) of
@@ -141,16 +141,28 @@ def time_to_target(result: OptimizeResult, f_star: float, targets=TARGETS,
     return out
 
 
-def stationary_note(result: OptimizeResult, f_star: float, tol: float = 1e-9) -> str:
-    """Where a run ended relative to ``f*``: "" (at f*, or still on its way there), "below f*" (it
-    found a lower point than the reference solvers), or "another stationary point" (it met the
-    gradient tolerance above f*)."""
-    gap = relative_gap(result.final.loss, f_star)
-    if gap < -tol:
-        return "below f*"
-    if result.converged and gap > max(tol, 1e-6):
-        return "another stationary point"
-    return ""
+ABOVE_F_STAR = "converged above f*"
+BELOW_F_STAR = "below f*"
+ON_SECONDS = "stopped on seconds: machine-dependent"
+
+
+def end_note(result: OptimizeResult, f_star: float | None, tol: float = 1e-9) -> str:
+    """What the table's note column says of where a run ended: "below f*" (a lower point than the
+    reference solvers found), "converged above f*" (it met the gradient tolerance with
+    ``(f - f*)/|f*| > 1e-6``: near a stationary point other than the reference's, whose kind, a
+    local minimum or a saddle, only the curvature there can tell), "stopped on seconds:
+    machine-dependent" (the wall-time safety net ended it: another machine would stop elsewhere),
+    or "" (at f*, or still on its way there)."""
+    notes = []
+    if f_star is not None:
+        gap = relative_gap(result.final.loss, f_star)
+        if gap < -tol:
+            notes.append(BELOW_F_STAR)
+        elif result.converged and gap > max(tol, 1e-6):
+            notes.append(ABOVE_F_STAR)
+    if result.reason == "max_seconds":
+        notes.append(ON_SECONDS)
+    return "; ".join(notes)
 
 
 # -- pass costs, measured -------------------------------------------------------------------------

@@ -10,7 +10,7 @@ import pandas as pd
 
 from pipeline import race
 from pipeline.optim.base import OptimizeResult
-from pipeline.schema import GAP, TABLE_COLUMNS, TARGET_KEYS, TARGETS, history_from_curves
+from pipeline.schema import BEST_VAL, GAP, TABLE_COLUMNS, TARGET_KEYS, TARGETS, history_from_curves
 
 
 
@@ -203,7 +203,8 @@ SHOWN = [("optimizer", "optimizer", lambda r, c: str(r[c])),
          ("(f-f*)/|f*|", GAP, _num(".1e")),
          ("|g|/|g0|", "rel_grad_norm", _num(".1e"))] + \
         [(f"to {k}" if k != "val" else "to val plateau", k, lambda r, c: _to_target(r, c)) for k in TARGET_KEYS] + \
-        [("val_rmse", "val_rmse", _num(".4f")), ("test_rmse", "test_rmse", _num(".4f")),
+        [("best val", BEST_VAL, _num(".4f")), ("val_rmse", "val_rmse", _num(".4f")),
+         ("test_rmse", "test_rmse", _num(".4f")), ("iters", "iterations", _num(".0f")),
          ("note", "note", lambda r, c: "" if _missing(r.get(c)) else str(r.get(c)))]
 
 
@@ -245,10 +246,10 @@ def format_table(frame: pd.DataFrame) -> str:
 # -- the case-study report ----------------------------------------------------------------------
 METHOD_NOTES = {
     "gd": "Gradient descent with Armijo backtracking: one loss+gradient per trial step, the accepted one's "
-          "gradient kept (about two passes per iteration). Linear convergence at a rate set by the condition "
-          "number, which the spread of rating counts per user and item makes large here.",
+          "gradient kept (the table gives its passes and iterations). Near a minimum it converges linearly, at "
+          "a rate set by the Hessian's condition number there.",
     "gd-bb": "Gradient descent with Barzilai-Borwein steps (s.s/s.y) and a nonmonotone line search (GLL, memory "
-             "10): the standard strong first-order baseline, about one pass per iteration.",
+             "10): the standard strong first-order baseline; one loss+gradient per trial step.",
     "gd-momentum": "Nesterov's accelerated gradient with function-value restart: the same cost per step as "
                    "gradient descent, with a rate that depends on the square root of the condition number.",
     "newton-cg": "Truncated Newton (scipy Newton-CG) with our exact Hessian-vector product: conjugate gradients "
@@ -284,52 +285,133 @@ def _names(items: list[tuple[str, float]], unit: str, fmt: str) -> str:
     return ", ".join(f"{n} ({format(v, fmt)}{unit})" for n, v in items)
 
 
-def findings(table: pd.DataFrame, gtol: float | None = None) -> list[str]:
-    """Statements generated from the table's figures, true whatever the outcome: who reached each
-    target and at what cost (ranked by data passes and by seconds to the target, never by final
-    wall time), where each method stopped and why, which ended at another stationary point, which
-    failed."""
+def _ran(table: pd.DataFrame) -> pd.DataFrame:
+    """The rows of methods that ran (not baselines, failures or methods that do not apply)."""
+    return table[~table["reason"].isin(NOT_RUN)]
+
+
+def _ending(row) -> str:
+    """Why a method stopped, from its row (its own message quoted: its words, not ours)."""
+    rel = "" if _missing(row.get("rel_grad_norm")) else f", ||g||/||g0|| = {row['rel_grad_norm']:.1e}"
+    reason = row["reason"]
+    if reason == "converged":
+        return f"converged{rel}"
+    if reason == "max_passes":
+        return f"its budget of data passes spent{rel}"
+    if reason == "max_seconds":
+        return f"its time budget spent (machine-dependent){rel}"
+    if reason == "max_iter":
+        return f"its iteration cap reached{rel}"
+    if reason == "early_stopped":
+        return "early stop: validation RMSE stopped improving"
+    if reason == "diverged":
+        return "diverged: the objective or its gradient is not finite"
+    msg = str(row.get("message") or "").removeprefix("the method stopped on its own: ")
+    return f"the method stopped on its own{rel}" + (f' ("{msg}")' if msg else "")
+
+
+def findings(table: pd.DataFrame) -> list[str]:
+    """Statements generated from the table's figures, true whatever the outcome, citing only
+    numbers that are in the table: who reached each target and at what cost (ranked by data passes
+    and by seconds to the target, never by final wall time, and only methods that ran), each
+    method's plateau (its best validation RMSE), where each method stopped and why, which converged
+    above f* or ended below it, which failed and which did not apply."""
     lines = []
-    opt = table[~table["reason"].isin(["baseline"])]
-    ran = opt[opt["reason"] != "failed"]
+    ran = _ran(table)
     for key in TARGET_KEYS:
         what = ("within 1e-4 of its own best validation RMSE" if key == "val"
                 else f"(f - f*)/|f*| <= {key}")
         pcol, scol = f"passes_to_{key}", f"seconds_to_{key}"
         reached = ran[ran[pcol].notna()] if pcol in ran else ran.iloc[0:0]
         missed = [n for n in ran["optimizer"] if n not in set(reached["optimizer"])]
+        if not len(ran):
+            break
         if not len(reached):
-            lines.append(f"No method reached {what} within its budget.")
+            lines.append(f"No method {'came' if key == 'val' else 'reached'} {what} within its budget.")
             continue
         by_pass = sorted(zip(reached["optimizer"], reached[pcol]), key=lambda t: (t[1], t[0]))
         by_sec = sorted(zip(reached["optimizer"], reached[scol]), key=lambda t: (t[1], t[0]))
         text = f"To {what}: by data passes {_names(by_pass, ' passes', '.0f')}; by seconds {_names(by_sec, ' s', '.2f')}."
-        if key == "val" and reached["val_rmse"].notna().any():  # each its own plateau: say where they are
-            text += " The plateaus differ: validation RMSE " + ", ".join(
-                f"{n} {v:.4f}" for n, v in sorted(zip(reached["optimizer"], reached["val_rmse"]), key=lambda t: t[1])) + "."
+        if key == "val" and reached[BEST_VAL].notna().sum() > 1:  # each its own plateau: say where they are
+            best = sorted(((n, v) for n, v in zip(reached["optimizer"], reached[BEST_VAL]) if not _missing(v)),
+                          key=lambda t: (t[1], t[0]))
+            if best[0][1] == best[-1][1]:
+                text += f" Every plateau is at validation RMSE {best[0][1]:.4f}."
+            else:
+                text += " The plateaus differ: best validation RMSE " + ", ".join(f"{n} {v:.4f}" for n, v in best) + "."
         if missed:
             text += f" Not reached: {', '.join(missed)}."
         lines.append(text)
     for _, row in ran.iterrows():
-        msg = row.get("message") or row["reason"]
-        lines.append(f"{row['optimizer']} stopped after {row['data_passes']:.0f} data passes ({row['seconds']:.2f} s): {msg}.")
-    for label, what in (("another stationary point", "met the gradient tolerance at another stationary point, "
-                                                     "above f*"),
-                        ("below f*", "ended below f*, at a lower point than the reference solvers found")):
-        hit = ran[ran["note"].fillna("").str.contains(label, regex=False)] if "note" in ran else ran.iloc[0:0]
-        if len(hit):
-            lines.append(f"The problem is non-convex: {', '.join(f'{r.optimizer} ((f - f*)/|f*| = {r.rel_gap:.1e})' for r in hit.itertuples())} "
-                         f"{what}.")
-    for _, row in opt[opt["reason"] == "failed"].iterrows():
-        lines.append(f"{row['optimizer']} failed: {row.get('message') or 'an error'}; the other methods ran.")
-    if len(ran) and ran["val_rmse"].notna().any():
-        vr, tr = ran["val_rmse"], ran["test_rmse"]
-        base = table[table["reason"] == "baseline"]
-        lines.append(f"Validation RMSE spans {vr.min():.4f} to {vr.max():.4f} across methods; test RMSE "
-                     f"{tr.min():.4f} to {tr.max():.4f}."
-                     + (" Baselines: " + ", ".join(f"{r['optimizer']} {r['test_rmse']:.4f}" for _, r in base.iterrows())
-                        + "." if len(base) else ""))
+        iters = "" if _missing(row.get("iterations")) else f" in {row['iterations']:.0f} iterations"
+        lines.append(f"{row['optimizer']} stopped after {row['data_passes']:.0f} data passes{iters} "
+                     f"({row['seconds']:.2f} s): {_ending(row)}.")
+    notes = ran["note"].fillna("") if "note" in ran else pd.Series("", index=ran.index)
+    above = ran[notes.str.contains(race.ABOVE_F_STAR, regex=False)]
+    if len(above):
+        lines.append("The problem is non-convex: " + ", ".join(f"{r.optimizer} ((f - f*)/|f*| = {r.rel_gap:.1e})"
+                                                                 for r in above.itertuples())
+                     + f" {'each ' if len(above) > 1 else ''}met the gradient tolerance above f*, near a stationary "
+                       "point other than the reference's; whether a local minimum or a saddle, only the curvature "
+                       "there can tell.")
+    below = ran[notes.str.contains(race.BELOW_F_STAR, regex=False)]
+    if len(below):
+        lines.append(", ".join(f"{r.optimizer} ((f - f*)/|f*| = {r.rel_gap:.1e})" for r in below.itertuples())
+                     + " ended below f*, at a lower point than the reference solvers found.")
+    for _, row in table[table["reason"] == "failed"].iterrows():
+        lines.append(f"{row['optimizer']} failed: {row.get('message') or 'an error'}.")
+    for _, row in table[table["reason"] == NOT_APPLICABLE].iterrows():
+        lines.append(f"{row['optimizer']} was not run: {row.get('message') or NOT_APPLICABLE}.")
+    scored = ran[ran["val_rmse"].notna()] if len(ran) else ran
+    if len(scored):
+        vr, tr = scored["val_rmse"], scored["test_rmse"]
+        if len(scored) == 1:
+            text = f"Validation RMSE {vr.iloc[0]:.4f}, test RMSE {tr.iloc[0]:.4f}."
+        else:
+            span = lambda v: f"{v.min():.4f} to {v.max():.4f}" if f"{v.min():.4f}" != f"{v.max():.4f}" else None  # noqa: E731
+            text = (f"Final validation RMSE spans {span(vr)} across the methods that ran" if span(vr)
+                    else f"Final validation RMSE is {vr.min():.4f} for every method that ran")
+            text += f"; test RMSE {span(tr)}." if span(tr) else f"; test RMSE {tr.min():.4f} for every one."
+        base = table[(table["reason"] == "baseline") & table["test_rmse"].notna()]
+        if len(base):
+            text += " Baselines' test RMSE: " + ", ".join(f"{r['optimizer']} {r['test_rmse']:.4f}"
+                                                         for _, r in base.iterrows()) + "."
+        lines.append(text)
     return lines
+
+
+# What a method does when its inner solver meets negative curvature (v.Hv < 0).
+ON_NEGATIVE_CURVATURE = {
+    "newton-cg": "scipy's Newton-CG stops CG and takes the direction built so far (steepest descent at the first "
+                 "CG step)",
+    "newton-pcg": "newton-pcg ends CG with the direction built so far (-M^-1 g at the first CG step)",
+    "trust-ncg": "trust-ncg follows it to the trust region's boundary",
+    "trust-krylov": "trust-krylov solves the trust-region subproblem on the Krylov space, the hard case included",
+}
+
+
+def negative_curvature_sentence(counts: dict[str, float]) -> str | None:
+    """One sentence on the negative curvature each method's inner solver met, and what that method
+    does with it; only methods that ran and met some (None: none did)."""
+    met = {k: int(v) for k, v in counts.items() if v and not _missing(v) and v > 0}
+    if not met:
+        return None
+    what = [ON_NEGATIVE_CURVATURE[k] for k in met if k in ON_NEGATIVE_CURVATURE]
+    return ("Negative curvature met by the inner solvers (Hessian-vector products with v.Hv < 0): "
+            + ", ".join(f"{k} {v}" for k, v in met.items()) + "." + (" " + "; ".join(what) + "." if what else ""))
+
+
+def bits_sentence(blas_kernels: str | None) -> str:
+    """What the run's figures depend on: seconds always on the machine; passes and iterates not,
+    where the run's OpenBLAS ran the project's pinned kernel set (``pipeline.reproducible``)."""
+    from pipeline.reproducible import BLAS_CORETYPE
+    head = "Seconds are optimizer wall time on the machine that ran it. "
+    if blas_kernels and blas_kernels.lower() == BLAS_CORETYPE.lower():
+        return head + ("Data passes, iterates and every other figure are the same bits on any x86-64 CPU with AVX2 "
+                       "and any thread count, with the pinned versions (constraints.txt; tests/test_reproducible.py).")
+    return head + (f"This run's OpenBLAS ran {blas_kernels or 'unrecorded'} kernels, not the pinned {BLAS_CORETYPE}: "
+                   "its passes and iterates may differ from another machine's in their last bits, and a path "
+                   "near a degenerate minimum can then end elsewhere.")
 
 
 def write_report(logged: dict, folder: str | Path) -> Path:
@@ -369,7 +451,7 @@ def write_report(logged: dict, folder: str | Path) -> Path:
             f"- Reference optimum: {parent['tags'].get('reference_optimum', 'not logged')}. Every curve and every "
             "target is measured against this one value, computed once per problem outside the race.",
             "- Cost is data passes (a loss+gradient, a Hessian-vector product, half an ALS sweep, an SGD epoch "
-            "each count one) and optimizer seconds. Kernel compilation "
+            "each count one) and optimizer seconds. Compiling the kernels, or loading them from numba's cache "
             + (f"({pm['compile_seconds']:.1f} s here) " if "compile_seconds" in pm else "")
             + "happens before any clock starts; validation scoring and logging are outside the clock.",
             ("- Measured cost of one operation in loss+gradient passes on this problem (median [quartiles] "
@@ -385,13 +467,9 @@ def write_report(logged: dict, folder: str | Path) -> Path:
     for f in figs:
         text += [f"![{f.stem}]({f.name})", ""]
     text += ["## What the numbers say", ""] + [f"- {line}" for line in findings(table)]
-    if neg:
-        text.append("- Negative curvature met by the inner solvers (Hessian-vector products with v.Hv < 0): "
-                    + ", ".join(f"{k} {int(v)}" for k, v in neg.items())
-                    + ". scipy's Newton-CG then stops CG and takes the direction built so far (steepest descent "
-                      "if it is the first CG step); trust-ncg follows it to the trust-region boundary.")
-    text += ["", "Seconds are optimizer wall time on the machine that ran it; data passes do not depend on the "
-             "machine, and with the kernels' fixed decomposition neither do the iterates (docs/optimizers.md).", ""]
+    if (sentence := negative_curvature_sentence(neg)):
+        text.append(f"- {sentence}")
+    text += ["", bits_sentence(p.get("blas_kernels")), ""]
     path = folder / "report.md"
     path.write_text("\n".join(text))
     return path

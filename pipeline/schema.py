@@ -29,6 +29,7 @@ TARGET_KEYS = tuple(target_label(t) for t in TARGETS) + ("val",)  # "val": the v
 CURVES = {"train_loss": "loss", "rel_grad_norm": "rel_grad_norm", "val_rmse": "val_rmse", "seconds": "seconds",
           "data_passes": "data_passes"}
 GAP = "rel_gap"
+BEST_VAL = "best_val_rmse"  # the lowest validation RMSE on a method's curve: its plateau
 CURVE_NAMES = (*CURVES, GAP)
 CURVE_ONLY = ("train_loss", "rel_grad_norm", "val_rmse")
 
@@ -39,7 +40,7 @@ FINAL = {"train_loss": "loss", "grad_norm": "grad_norm", "rel_grad_norm": "rel_g
 
 TABLE_COLUMNS = (["optimizer", "reason", "data_passes", "seconds", GAP, "rel_grad_norm"]
                  + [f"{u}_to_{t}" for t in TARGET_KEYS for u in ("passes", "seconds")]
-                 + ["val_rmse", "test_rmse", "note", "iterations", "n_fun", "n_grad", "n_hessp", "train_loss",
+                 + ["val_rmse", BEST_VAL, "test_rmse", "note", "iterations", "n_fun", "n_grad", "n_hessp", "train_loss",
                     "grad_norm", "train_rmse", "val_mae", "test_mae", "message"])
 
 
@@ -58,7 +59,9 @@ def curve_point(record: IterationRecord, f_star: float | None = None) -> dict[st
 def final_metrics(result: OptimizeResult) -> dict[str, float]:
     """What a result's last iterate says, under the final metrics' names (plus the monitor's counts)."""
     last = result.final
+    vals = [r.val_rmse for r in result.history if np.isfinite(r.val_rmse)]
     return {**{name: getattr(last, field) for name, field in FINAL.items()},
+            BEST_VAL: float(min(vals)) if vals else float("nan"),
             "n_monitor_evals": result.n_monitor_evals, "n_negative_curvature": result.n_negative_curvature}
 
 

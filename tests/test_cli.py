@@ -57,9 +57,9 @@ def test_config_file_supplies_defaults_and_flags_win(tmp_path, runner, small_fil
     res = runner.invoke(cli, ["--config", str(cfg), "train", "--no-tracking", "--quiet"])
     assert res.exit_code == 0, res.output
     gd_row = next(line for line in res.stdout.splitlines() if line.startswith("gd "))
-    assert gd_row.split()[1] == "max_iter" and "iteration cap: 5 iterations" in res.stdout  # from the config file
+    assert gd_row.split()[1] == "max_iter" and "in 5 iterations" in res.stdout  # from the config file
     res = runner.invoke(cli, ["--config", str(cfg), "train", "--no-tracking", "--quiet", "--max-iter", "3"])
-    assert "iteration cap: 3 iterations" in res.stdout
+    assert "in 3 iterations (" in res.stdout and "its iteration cap reached" in res.stdout
 
 
 @pytest.mark.parametrize("args, message", [

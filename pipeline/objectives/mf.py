@@ -527,8 +527,9 @@ For N training ratings, residuals `e_ui = mu + b_u + c_i + p_u.q_i - r_ui` and w
 Gradient: `dL/dp_u = (1/N)[sum_i e_ui q_i + lam w_u p_u]`, `dL/db_u = (1/N)[sum_i e_ui + lam_b w_u b_u]`, and likewise for items.
 Hessian-vector product along `(dP, dQ, db, dc)`: with `de_ui = db_u + dc_i + dp_u.q_i + p_u.dq_i`,
 `(Hv)_p_u = (1/N)[sum_i (de_ui q_i + e_ui dq_i) + lam w_u dp_u]` and symmetrically for `q_i`; the `e_ui dq_i`
-terms are the residual curvature that Gauss-Newton drops. Every product is two sparse matrix products over the
-ratings, O(N k), and the Hessian is never formed (full derivation: docs/derivation.md).
+terms are the residual curvature that Gauss-Newton drops. On the numpy path the exact product is four sparse matrix
+products over the ratings (two with `de`, two with `e`; Gauss-Newton's two), on the compiled path one fused pass:
+O(N k) either way, and the Hessian is never formed (full derivation: docs/derivation.md).
 """
 
 
