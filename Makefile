@@ -27,10 +27,10 @@ help:
 	@echo "make check-grad finite-difference check of the gradient and Hessian-vector product"
 	@echo "make clean      remove the venv, the MLflow store, generated data and caches"
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[test]"
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[test]"  # the pinned stack the figures came from
 	@$(BIN)/python -c "from pipeline.objectives import BiasedMF; print(f'numba kernels compiled in {BiasedMF.compile_kernels():.1f} s (cached: no run compiles them again)')"
 	@touch $(STAMP)
 
