@@ -134,6 +134,8 @@ def fit(prepared: Prepared, name: str, cfg: RunConfig, listeners: tuple[Listener
         return evaluate.score(lambda u, i: obj.predict(x, u, i), val, "val", obj)["val_rmse"]
 
     options = {"step": cfg.gd_step} if name == "gd" and cfg.gd_step is not None else {}
+    if callable(getattr(obj, "tune_threads", None)):  # outside the clock: threads where they pay, now
+        obj.tune_threads()
     result = minimize(name, obj, prepared.x0, cfg.rule, validate=validate if len(val) else None,
                       listeners=listeners, **options)
     metrics = evaluate.score_split(lambda u, i: obj.predict(result.x, u, i), split, obj)
@@ -141,6 +143,8 @@ def fit(prepared: Prepared, name: str, cfg: RunConfig, listeners: tuple[Listener
         rec = Recommender.from_fit(obj, result.x, prepared.ratings, split.train)
         metrics.update(evaluate.ranking_metrics(rec.scores, split.train, split.test))
     metrics.update(schema.final_metrics(result))
+    if getattr(obj, "kernel_threads", None):
+        metrics["kernel_threads"] = obj.kernel_threads
     if prepared.reference is not None:
         f_star = prepared.reference.f_star
         metrics[schema.GAP] = schema.relative_gap(result.final.loss, f_star)

@@ -8,6 +8,7 @@ from hypothesis import given, settings, strategies as st
 
 from pipeline.data import SyntheticSpec, generate
 from pipeline.objectives import BiasedMF
+from pipeline.objectives import mf_kernels as K
 from tests.conftest import tiny_ratings
 
 
@@ -167,3 +168,35 @@ def test_kernels_give_identical_bits_on_1_and_2_threads(monkeypatch, block_bytes
     assert f1 == f2
     for a, b in ((g1, g2), (h1, h2), (n1, n2), (a1, a2)):
         assert np.array_equal(a, b)
+
+
+# -- threads where they pay ------------------------------------------------------------------------
+def _pass_taking(seconds_by_threads: dict[int, float]):
+    import time
+    import numba
+
+    calls = []
+
+    def one_pass():
+        n = numba.get_num_threads()
+        calls.append(n)
+        time.sleep(seconds_by_threads.get(n, seconds_by_threads["many"]))
+    return one_pass, calls
+
+
+@pytest.mark.skipif(__import__("numba").config.NUMBA_NUM_THREADS < 2, reason="needs a pool of 2+ threads")
+def test_choose_threads_keeps_the_faster_and_leaves_it_set():
+    import numba
+    most = numba.config.NUMBA_NUM_THREADS
+    try:
+        one_pass, calls = _pass_taking({1: 0.004, "many": 0.002})
+        assert K.choose_threads(one_pass) == most and numba.get_num_threads() == most
+        assert set(calls) == {1, most}
+        one_pass, _ = _pass_taking({1: 0.002, "many": 0.004})  # a busy machine: threads cost more
+        assert K.choose_threads(one_pass) == 1 and numba.get_num_threads() == 1
+        one_pass, _ = _pass_taking({1: 0.002, "many": 0.0019})  # saves under 10 %: not worth a region
+        assert K.choose_threads(one_pass) == 1
+        one_pass, calls = _pass_taking({1: 0.2, "many": K.LONG_PASS + 0.01})  # long passes pay: not measured
+        assert K.choose_threads(one_pass) == most and calls == [most]
+    finally:
+        numba.set_num_threads(most)

@@ -483,9 +483,18 @@ class BiasedMF(PredictsRatings):
         if self.weighting == "count":
             mf.sgd_epoch(x, 0.01, rng)
         mf.predict(x, tiny.users, tiny.items)
+        self.tune_threads()
+
+    def tune_threads(self) -> int:
+        """Run the kernels on as many threads as pay on this problem and machine, measured now
+        (``mf_kernels.choose_threads``; results do not depend on it). Called before each fit,
+        outside its clock: a machine that got busy since the last fit is seen."""
+        if self.kernel != "numba":
+            return 1
         from pipeline.objectives import mf_kernels as K
-        x = self.init(rng)
+        x = self.init(np.random.default_rng(0))
         self.kernel_threads = K.choose_threads(lambda: self.loss_grad(x + 0.0))
+        return self.kernel_threads
 
     # -- prediction -----------------------------------------------------------------------------
     def predict(self, x: np.ndarray, users: np.ndarray, items: np.ndarray) -> np.ndarray:

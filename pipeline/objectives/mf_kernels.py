@@ -85,7 +85,7 @@ PAYS = 0.9        # more threads are used only where they make a pass at least 1
 LONG_PASS = 0.05  # seconds: a pass this long pays for its parallel region on any machine; not measured
 
 
-def choose_threads(one_pass, rounds: int = 5) -> int:
+def choose_threads(one_pass, rounds: int = 7) -> int:
     """Measure, then set, how many threads the kernels run on (numba's ``set_num_threads``, for the
     calling thread): all of numba's pool where ``one_pass`` (a callable doing one data pass) is
     at least ``1 - PAYS`` faster on them than on one thread, else one. Timed alternately, the

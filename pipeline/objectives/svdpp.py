@@ -182,6 +182,11 @@ class SVDpp(PredictsRatings):
             eye = sp.identity(2, format="csr")
             _csr_times_dense(eye.indptr, eye.indices, eye.data, np.ones((2, self.rank)), np.empty((2, self.rank)))
 
+    def tune_threads(self) -> int:
+        """MF's kernels carry the passes: as many threads as pay for them (``BiasedMF.tune_threads``)."""
+        self.kernel_threads = self.data_term.tune_threads()
+        return self.kernel_threads
+
     # -- serving ------------------------------------------------------------------------------------
     def scorer(self, x: np.ndarray) -> FactorScorer:
         """MF's scorer with the implicit part folded in: ``P := Z = P + S A Y``."""
