@@ -247,7 +247,7 @@ def _compare_split(prepared: Prepared, cfg: RunConfig, tracker, parent_id: str |
                 tracker.log_metrics(rid, {k: v for k, v in m.items() if k not in schema.CURVE_ONLY}, step=res.final.iteration)
                 note = _end_note(prepared, res)
                 tracker.set_tags(rid, {"stop_reason": res.reason, "stop_message": res.message,
-                                       **({"stationary_note": note} if note else {})})
+                                       **({"end_note": note} if note else {})})
                 if cfg.log_models and tracker.records:
                     _keep(out.model_uris, name, tracker.log_model(
                         rid, Recommender.from_fit(prepared.objective, res.x, prepared.ratings, prepared.split.train),

@@ -424,7 +424,7 @@ def write_report(logged: dict, folder: str | Path) -> Path:
     for child in logged["children"]:
         tags = child["tags"]
         reason = tags.get("stop_reason", "baseline")
-        rows.append(table_row(child["name"], child["metrics"], reason, tags.get("stationary_note", ""),
+        rows.append(table_row(child["name"], child["metrics"], reason, tags.get("end_note", ""),
                               tags.get("stop_message", "")))
     table = comparison_table(rows)
     p = parent["params"]

@@ -67,6 +67,11 @@ def pin() -> None:
     # spinning 300,000 times by default: on a busy machine the spinning thread took the core its
     # partner needed (5.8x slower). 3,000 spins keep a quiet machine within 5 % of the default
     # and cost at most 1.15x on a busy one (docs/performance.md). A user's own setting wins.
+    # OpenBLAS on one thread for the whole process, not only inside the race: our BLAS work is
+    # level-1 vectors and small products, and OpenBLAS's threads, left spinning after a product
+    # (scoring a fit's recommendations, say), took the cores the kernels' threads needed: after
+    # the first fits of a comparison two kernel threads measured 1.4 ms a pass against 0.7.
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     if "OMP_WAIT_POLICY" not in os.environ:
         os.environ.setdefault("GOMP_SPINCOUNT", "3000")
     if "numba" in sys.modules:  # loaded before us: set its config before anything is compiled

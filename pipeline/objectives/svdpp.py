@@ -178,6 +178,7 @@ class SVDpp(PredictsRatings):
     def warm_up(self) -> None:
         """MF's kernels, and the sparse product on a tiny problem, compiled before any clock starts."""
         self.data_term.warm_up()
+        self.kernel_threads = getattr(self.data_term, "kernel_threads", None)
         if self.data_term.kernel == "numba":
             eye = sp.identity(2, format="csr")
             _csr_times_dense(eye.indptr, eye.indices, eye.data, np.ones((2, self.rank)), np.empty((2, self.rank)))
