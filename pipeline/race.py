@@ -76,9 +76,11 @@ def reference_optimum(objective, x0: np.ndarray, cache_file: Path | None = None,
     it holds one, written there otherwise (a file that cannot be read or written is ignored)."""
     if cache_file is not None:
         try:
-            return Reference(**json.loads(Path(cache_file).read_text()))
+            cached = _checked(Reference(**json.loads(Path(cache_file).read_text())), objective, x0)
         except (OSError, ValueError, TypeError):
-            pass
+            cached = None  # unreadable, malformed or implausible: computed again and rewritten
+        if cached is not None:
+            return cached
     x, g0, values, passes, seconds = np.array(x0, dtype=np.float64, copy=True), None, {}, 0, 0.0
     last = None
     for name, gtol in zip(REFERENCE_SOLVERS, REFERENCE_GTOL):
@@ -106,6 +108,24 @@ def reference_optimum(objective, x0: np.ndarray, cache_file: Path | None = None,
         except OSError:
             pass
     return ref
+
+
+def _checked(ref: Reference, objective, x0: np.ndarray) -> Reference | None:
+    """``ref`` if it holds together, else None: every number finite and of its type, ``f_star`` the
+    lowest of the solvers' ``values`` (how it was chosen), at most ``f(x0)`` (the solvers descend
+    from ``x0``: one loss, computed here). A cache entry is a file anyone may edit; it is checked
+    before any gap or target is measured against it (a changed digit made every target "reached in
+    0 passes")."""
+    numbers = [ref.f_star, ref.rel_grad_norm, ref.seconds, *(ref.values.values() if isinstance(ref.values, dict) else ())]
+    if not (isinstance(ref.values, dict) and ref.values and set(ref.values) <= set(REFERENCE_SOLVERS)
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in numbers)
+            and isinstance(ref.passes, int) and ref.passes >= 0 and ref.rel_grad_norm >= 0
+            and isinstance(ref.solver, str) and ref.solver == "+".join(ref.values)):
+        return None
+    if ref.f_star != min(ref.values.values()):
+        return None
+    f0 = objective.loss_grad(np.array(x0, dtype=np.float64, copy=True))[0]
+    return ref if ref.f_star <= f0 else None
 
 
 def problem_key(*parts) -> str:

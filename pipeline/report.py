@@ -407,7 +407,7 @@ def bits_sentence(blas_kernels: str | None) -> str:
     from pipeline.reproducible import BLAS_CORETYPE
     head = "Seconds are optimizer wall time on the machine that ran it. "
     if blas_kernels and blas_kernels.lower() == BLAS_CORETYPE.lower():
-        return head + ("Data passes, iterates and every other figure are the same bits on any x86-64 CPU with AVX2 "
+        return head + ("Data passes, iterates, losses, gaps and RMSEs are the same bits on any x86-64 CPU with AVX2 "
                        "and any thread count, with the pinned versions (constraints.txt; tests/test_reproducible.py).")
     return head + (f"This run's OpenBLAS ran {blas_kernels or 'unrecorded'} kernels, not the pinned {BLAS_CORETYPE}: "
                    "its passes and iterates may differ from another machine's in their last bits, and a path "

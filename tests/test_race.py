@@ -72,6 +72,27 @@ def test_reference_optimum_is_tight_and_cached(tmp_path, monkeypatch):
     assert race.reference_optimum(f, x0, cache).f_star == ref.f_star
 
 
+@pytest.mark.parametrize("edit", [
+    lambda d: {**d, "f_star": float("nan")}, lambda d: {**d, "f_star": 0.0}, lambda d: {**d, "f_star": -5.0},
+    lambda d: {**d, "f_star": 1e308}, lambda d: {**d, "f_star": "0.25"}, lambda d: {**d, "f_star": d["f_star"] - 0.01},
+    lambda d: {**d, "values": {k: "x" for k in d["values"]}}, lambda d: {**d, "passes": -1},
+    lambda d: {**d, "f_star": 1e6, "values": {k: 1e6 for k in d["values"]}},  # consistent, but above f(x0)
+    lambda d: {**d, "values": {}}, lambda d: {**d, "solver": "gd"},
+])
+def test_a_cached_reference_that_does_not_hold_together_is_recomputed(tmp_path, edit):
+    """Issue 22, class 2: NaN, 0, -5, 1e308, a string, one digit changed while the values disagree ...
+    each was used as f* before; now each is recomputed, and the file rewritten."""
+    import json
+    f = BiasedMF(tiny_ratings(n_users=6, n_items=5), rank=2, reg=0.3, reg_bias=0.1)
+    x0 = f.init(np.random.default_rng(0))
+    cache = tmp_path / "ref.json"
+    ref = race.reference_optimum(f, x0, cache)
+    cache.write_text(json.dumps(edit(json.loads(cache.read_text()))))
+    again = race.reference_optimum(f, x0, cache)
+    assert again.f_star == ref.f_star and again.values == ref.values
+    assert json.loads(cache.read_text())["f_star"] == ref.f_star
+
+
 def test_problem_key_follows_every_part():
     a = np.arange(5)
     assert race.problem_key(a, {"rank": 3}) == race.problem_key(a.copy(), {"rank": 3})
