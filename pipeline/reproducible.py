@@ -29,6 +29,7 @@ pairwise in a fixed order (tested, ``tests/test_reproducible.py``).
 
 from __future__ import annotations
 
+import functools
 import os
 import platform
 import sys
@@ -78,8 +79,10 @@ def pin() -> None:
         sys.modules["numba"].config.SLP_VECTORIZE = 1
 
 
+@functools.lru_cache(maxsize=1)
 def blas_kernels() -> str:
-    """The kernel set of every OpenBLAS loaded in this process (numpy's, scipy's), e.g. ``Haswell``."""
+    """The kernel set of every OpenBLAS loaded in this process (numpy's, scipy's), e.g. ``Haswell``
+    (fixed when OpenBLAS loads, so looked up once)."""
     from threadpoolctl import threadpool_info
     import numpy  # noqa: F401  (load numpy's BLAS)
     import scipy.linalg  # noqa: F401  (and scipy's)
