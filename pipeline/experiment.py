@@ -619,6 +619,9 @@ def sweep(cfg: RunConfig, search, optimizer: str, tracker=NullTracker(), progres
                 except Pruned as why:
                     reason, value, row = "pruned", None, {}
                     tracker.set_tags(rid, {"stop_message": str(why)})
+                except BaseException:  # Ctrl-C, a signal, an error: the study must not keep it RUNNING
+                    search.abandon(j)
+                    raise
                 tracker.set_tags(rid, {"stop_reason": reason})
             search.tell(j, value)
             rows.append({**params, "val_rmse": value if value is not None else np.nan, **row, "reason": reason,
@@ -636,7 +639,7 @@ def sweep(cfg: RunConfig, search, optimizer: str, tracker=NullTracker(), progres
         out.edges = search.edges(out.best)
         out.refit = _refit_plan(split, cfg, out.best, best_row)
         out.test_metrics = _run_refit(*out.refit, ratings, optimizer, tracker, parent_id, progress)
-        if best_row["run_id"] is not None:
+        if isinstance(best_row["run_id"], str):  # an earlier run's winner has none (pandas: None or NaN)
             tracker.set_tags(best_row["run_id"], {"winner": "true"})
         return out
 
@@ -654,7 +657,7 @@ def sweep(cfg: RunConfig, search, optimizer: str, tracker=NullTracker(), progres
             out.trials.drop(columns=["run_id"]).to_csv(path, index=False)
             tracker.log_artifact(parent_id, path)
     out.parent_run_id = parent_id
-    out.links = tracker.links([r for r in out.trials["run_id"] if r is not None])
+    out.links = tracker.links([r for r in out.trials["run_id"] if isinstance(r, str)])
     return out
 
 

@@ -98,6 +98,9 @@ class GridSearch:
     def tell(self, j: int, value: float | None) -> None:
         pass
 
+    def abandon(self, j: int) -> None:
+        """Trial ``j`` was interrupted: a grid keeps no state, nothing to record."""
+
     def edges(self, best: dict) -> list[str]:
         """The numeric axes (of two values or more) whose winning value is the grid's smallest or
         largest: there the optimum may lie outside the range searched."""
@@ -178,12 +181,16 @@ class TpeSearch:
         return self._suggest(trial)
 
     def previous(self) -> list[dict]:
-        """The trials an earlier, interrupted run of this study finished: they count for the winner."""
+        """The trials an earlier, interrupted run of this study finished (every finished one, in the
+        study's order, whatever lies between them: a trial left running by a killed process is
+        skipped, not counted in place of a finished one): they count for the winner."""
         import optuna
-        return [{**self._params(t.params), "val_rmse": t.value if t.state == optuna.trial.TrialState.COMPLETE else float("nan"),
-                 "reason": "earlier run" if t.state == optuna.trial.TrialState.COMPLETE else "pruned (earlier run)",
-                 "run_id": None}
-                for t in self.study.trials[:self.resumed]]
+        done = optuna.trial.TrialState.COMPLETE
+        reasons = {done: "earlier run", optuna.trial.TrialState.PRUNED: "pruned (earlier run)",
+                   optuna.trial.TrialState.FAIL: "interrupted (earlier run)"}
+        return [{**self._params(t.params), "val_rmse": t.value if t.state == done else float("nan"),
+                 "reason": reasons[t.state], "run_id": None}
+                for t in self.study.trials if t.state.is_finished()]
 
     def listener(self, j: int):
         trial = self._open[j]
@@ -194,6 +201,14 @@ class TpeSearch:
                 if trial.should_prune():
                     raise Pruned(f"pruned at iterate {record.iteration} (validation RMSE {record.val_rmse:.4f})")
         return report
+
+    def abandon(self, j: int) -> None:
+        """Trial ``j`` was interrupted (Ctrl-C, an error): told FAILED, so the study never holds a
+        trial RUNNING forever and a resumed run does not count it."""
+        import optuna
+        trial = self._open.pop(j, None)
+        if trial is not None:
+            self.study.tell(trial, state=optuna.trial.TrialState.FAIL)
 
     def tell(self, j: int, value: float | None) -> None:
         import optuna

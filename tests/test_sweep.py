@@ -208,3 +208,50 @@ def test_a_model_without_a_weighting_sweeps_the_union_of_the_penalty_ranges(tmp_
                               "-q", "--no-tracking", "--data-dir", str(tmp_path / "d")])
     assert res.exit_code == 0, res.output
     assert "winner (by validation RMSE): reg=" in res.stdout
+
+
+# -- resuming a study (issue 22, class 1 b-d) -------------------------------------------------------
+def test_previous_lists_every_finished_trial_whatever_lies_between(tmp_path):
+    """A study of done 0.95, RUNNING (a killed process), done 0.90: the earlier code took the
+    first two trials (0.95 and the running one, as "pruned") and dropped the better 0.90."""
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    first = TpeSearch(SPACE, 3, seed=0, storage=storage, name="s")
+    t1 = first.study.ask()
+    first.study.tell(t1, 0.95)
+    first.study.ask()  # left RUNNING
+    t3 = first.study.ask()
+    first.study.tell(t3, 0.90)
+    again = TpeSearch(SPACE, 5, seed=0, storage=storage, name="s")
+    assert again.resumed == 2
+    assert sorted(r["val_rmse"] for r in again.previous()) == [0.90, 0.95]
+
+
+def test_an_interrupted_trial_is_told_failed_not_left_running(small_synthetic, tmp_path, monkeypatch):
+    import optuna
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(experiment, "fit", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        experiment.sweep(cfg(), TpeSearch(SPACE, 3, seed=0, storage=storage, name="k"), "lbfgs",
+                         ratings=small_synthetic)
+    states = [t.state for t in optuna.load_study(study_name="k", storage=storage).trials]
+    assert states == [optuna.trial.TrialState.FAIL]
+    again = TpeSearch(SPACE, 3, seed=0, storage=storage, name="k")
+    assert [r["reason"] for r in again.previous()] == ["interrupted (earlier run)"]
+
+
+def test_a_winner_from_an_earlier_run_is_not_tagged_through_a_missing_run_id(small_synthetic, tracking_uri,
+                                                                             tmp_path, monkeypatch):
+    """pandas stores an earlier trial's missing run id as NaN: `is not None` let it through and the
+    sweep crashed after the refit ("Run with id=nan not found")."""
+    from pipeline.tracking import MlflowTracker
+    tracker = MlflowTracker(tracking_uri, artifact_root=tmp_path / "art")
+    search = GridSearch({"rank": [2], "reg": [0.1]})
+    earlier = {"rank": 3, "reg": 0.2, "val_rmse": 1e-9, "reason": "earlier run", "run_id": float("nan")}
+    monkeypatch.setattr(search, "previous", lambda: [earlier])
+    out = experiment.sweep(cfg(), search, "als", tracker=tracker, ratings=small_synthetic)
+    assert out.best["rank"] == 3 and "test_rmse" in out.test_metrics
+    runs = tracker.client.search_runs([tracker.experiment_id])
+    assert not any(r.data.tags.get("winner") for r in runs)
