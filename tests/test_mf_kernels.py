@@ -200,3 +200,25 @@ def test_choose_threads_keeps_the_faster_and_leaves_it_set():
         assert K.choose_threads(one_pass) == most and calls == [most]
     finally:
         numba.set_num_threads(most)
+
+
+# -- a damaged on-disk cache (issue 22, class 5) ------------------------------------------------------
+@pytest.mark.slow
+@pytest.mark.parametrize("damage", ["garbled", "empty"])
+def test_a_damaged_kernel_cache_is_rebuilt_not_a_traceback(tmp_path, damage):
+    """A truncated or garbled .nbi gave a 67-line UnpicklingError on every fit, an empty one click's
+    bare "Aborted!", until deleted by hand. In a private NUMBA_CACHE_DIR: fill it, damage an entry,
+    fit again: it recompiles and the fit ends normally."""
+    import os
+    import subprocess
+    import sys
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "nc")}
+    cmd = [sys.executable, "-m", "pipeline", "train", "--optimizer", "gd", "--max-passes", "5", "--rank", "3",
+           "--no-tracking", "-q", "--data-dir", str(tmp_path / "d")]
+    first = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert first.returncode == 0, first.stderr[-1500:]
+    [index] = list((tmp_path / "nc").rglob("mf_kernels.loss_grad-*.nbi"))
+    index.write_bytes(b"" if damage == "empty" else os.urandom(100))
+    again = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0 and "Traceback" not in again.stderr, again.stderr[-1500:]
+    assert first.stdout.splitlines()[-1] == again.stdout.splitlines()[-1]

@@ -469,6 +469,11 @@ class BiasedMF(PredictsRatings):
         iteration of the first method costs what the tenth does. A no-op on the numpy path."""
         if self.kernel != "numba":
             return
+        from pipeline.objectives import mf_kernels as K
+        K.with_sound_cache(K.loss_grad, self._run_every_kernel)
+        self.tune_threads()
+
+    def _run_every_kernel(self) -> None:
         rng = np.random.default_rng(0)
         tiny = _tiny_ratings()
         mf = BiasedMF(tiny, rank=self.rank, reg=max(self.reg, 0.1), reg_bias=max(self.reg_bias, 0.1),
@@ -483,7 +488,6 @@ class BiasedMF(PredictsRatings):
         if self.weighting == "count":
             mf.sgd_epoch(x, 0.01, rng)
         mf.predict(x, tiny.users, tiny.items)
-        self.tune_threads()
 
     def tune_threads(self) -> int:
         """Run the kernels on as many threads as pay on this problem and machine, measured now

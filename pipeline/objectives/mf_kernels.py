@@ -80,6 +80,27 @@ def prefetch(typingctx, arr, i, f):
     return sig, codegen
 
 
+# -- numba's on-disk cache, never trusted blindly ---------------------------------------------------
+CACHE_ERRORS = (__import__("pickle").UnpicklingError, EOFError)  # what a truncated or garbled entry raises
+
+
+def with_sound_cache(kernel, run_kernels) -> None:
+    """``run_kernels()`` (which compiles or loads the kernels of ``kernel``'s module); if a cache
+    entry of that module is damaged (a truncated or garbled ``.nbi``/``.nbc`` made every fit fail
+    with an ``UnpicklingError`` traceback, an empty index with click's bare "Aborted!"), the
+    module's entries are deleted from numba's cache folder (``__pycache__``, or under
+    ``NUMBA_CACHE_DIR``) and the kernels compiled again, once."""
+    try:
+        run_kernels()
+    except CACHE_ERRORS:
+        from pathlib import Path
+        folder = Path(kernel._cache._cache_path)
+        stem = kernel.py_func.__module__.rsplit(".", 1)[-1]
+        for entry in folder.glob(f"{stem}.*.nb[ic]"):
+            entry.unlink(missing_ok=True)
+        run_kernels()
+
+
 # -- threads where they pay ------------------------------------------------------------------------
 PAYS = 0.9        # more threads are used only where they make a pass at least 10 % faster
 LONG_PASS = 0.05  # seconds: a pass this long pays for its parallel region on any machine; not measured

@@ -180,8 +180,10 @@ class SVDpp(PredictsRatings):
         self.data_term.warm_up()
         self.kernel_threads = getattr(self.data_term, "kernel_threads", None)
         if self.data_term.kernel == "numba":
+            from pipeline.objectives.mf_kernels import with_sound_cache
             eye = sp.identity(2, format="csr")
-            _csr_times_dense(eye.indptr, eye.indices, eye.data, np.ones((2, self.rank)), np.empty((2, self.rank)))
+            with_sound_cache(_csr_times_dense, lambda: _csr_times_dense(eye.indptr, eye.indices, eye.data,
+                                                                np.ones((2, self.rank)), np.empty((2, self.rank))))
 
     def tune_threads(self) -> int:
         """MF's kernels carry the passes: as many threads as pay for them (``BiasedMF.tune_threads``)."""
