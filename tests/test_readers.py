@@ -412,3 +412,30 @@ def test_a_zip_with_two_ratings_files_is_refused_naming_them(tmp_path):
         zf.writestr("b/ratings.csv", csv_text())
     with pytest.raises(DataError, match=r"holds 2 ratings files \(a/u.data, b/ratings.csv\)"):
         read_ratings(p)
+
+
+# -- the byte scan reads what pandas parses (issue 22, classes 3 and 4) -------------------------------
+def test_gzip_input_gets_the_same_scan_as_plain_text(tmp_path):
+    import gzip
+    p = tmp_path / "u.data.gz"
+    p.write_bytes(gzip.compress(b"007\t1\t4\t1\n7\t1\t3\t2\n0007\t2\t5\t3\n7\t2\t1\t4\n"))
+    r = read_ratings(p)
+    assert sorted(r.user_ids.tolist()) == ["0007", "007", "7"] and len(r) == 4  # merged into one before
+    long = tmp_path / "ratings.csv.gz"
+    long.write_bytes(gzip.compress(b"userId,movieId,rating\n1," + b"9" * 1_000_000 + b",4\n2,3,4\n"))
+    assert long.stat().st_size < 20_000
+    with pytest.raises(DataError, match=r"line 2: longer than 64 KB"):
+        read_ratings(long)
+
+
+def test_an_uncompressed_parquet_file_is_read_not_scanned_as_lines(tmp_path):
+    # ids and ratings none of whose bytes is a newline (10): the column chunks are then runs of
+    # far more than 64 KB without one, which the line scan took for a hostile long line
+    users = np.repeat(np.arange(11, 211), 500)
+    items = np.tile(np.arange(11, 511), 200)
+    frame = pd.DataFrame({"userId": users, "movieId": items, "rating": np.resize([1.0, 2.0, 3.0, 4.0, 5.0], len(users))})
+    p = tmp_path / "big.parquet"
+    frame.to_parquet(p, compression=None, use_dictionary=False)
+    assert b"\n" not in p.read_bytes()[4:70_000]
+    r = read_ratings(p)
+    assert len(r) == len(frame)
