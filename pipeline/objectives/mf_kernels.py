@@ -218,9 +218,6 @@ def schedule(users: np.ndarray, labels: np.ndarray, u_ptr: np.ndarray, n_items: 
     return perm, (block_runs, run_ptr, run_user, user_bounds.astype(np.int64), items)
 
 
-LANES = 8  # partial sums per dot product: the fixed width of the sums' order (see dot)
-
-
 @njit(inline="always", **_SERIAL)
 def dot(a, b, k):
     """``sum_f a[f] b[f]`` for ``f < k`` in an order written here, the same on every CPU.
