@@ -11,7 +11,7 @@ objs = {}
 for nb in (2, 4, 8):
     K.MAX_BLOCKS = nb
     objs[nb] = BiasedMF(r, rank=32, kernel="numba")
-    print(nb, len(objs[nb]._k_sched[0]) - 1)
+    print(nb, len(objs[nb].sums.sched[0]) - 1)
 rng = np.random.default_rng(0)
 x = objs[2].init(rng); v = rng.normal(size=objs[2].n_params)
 best = {(nb, op): 1e9 for nb in objs for op in ("lg", "hp")}

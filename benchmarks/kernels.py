@@ -38,8 +38,8 @@ def main() -> None:
     P, Q, b, c = fast.unpack(x)
     e = np.empty(fast.n_ratings)
     V = np.empty((fast.n_items, fast.rank + 1))  # the kernels' item rows (q_i, c_i), by popularity
-    K.item_rows(fast._k_item_order, Q, c, Q, c, V)
-    run_floor = lambda: K.residuals(fast._k_sched, fast._k_ratings, fast.mu, P, b, V, e)  # noqa: E731
+    K.item_rows(fast.sums.item_order, Q, c, Q, c, V)
+    run_floor = lambda: K.residuals(fast.sums.sched, fast.sums.ratings, fast.mu, P, b, V, e)  # noqa: E731
     for _ in range(20):  # the first calls in a process run slower (about 6.5 against 4.1 ms for the floor)
         run_floor(), fast.loss_grad(x + 0.0), fast.hessp(x, v)
     floor = timed(run_floor, args.repeat)

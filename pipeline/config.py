@@ -90,6 +90,7 @@ class RunConfig:
     gd_step: float | None = None
     seed: int = 0
     seeds: tuple[int, ...] = ()  # several initialization seeds: one repeat each
+    kernel: str = "auto"         # what computes the sums on each machine (numba, numpy; auto: numba); not a hyperparameter
     log_models: bool = True      # log every fit as an MLflow pyfunc model
 
 

@@ -22,75 +22,112 @@ Needs the optional extra: ``pip install .[dask]``.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import numpy as np
 
-from pipeline.data.ratings import Ratings
-from pipeline.objectives.mf import BiasedMF
+from pipeline.objectives.engine import LocalEngine
+from pipeline.objectives.mf_sums import ITEMS, LOCAL, USERS, Layout, Penalty, factor_blocks, solve_ridge
 
 
 class BackendError(RuntimeError):
     """The cluster could not be reached or failed during a fit (one-line message)."""
 
 
-def build(model_config, train: Ratings, client):
-    """The objective ``model_config`` names with its sums on the cluster of ``client``: the models
-    this backend implements are in :data:`MODELS`; any other is a one-line ``ValueError``."""
-    if model_config.model not in MODELS:
-        raise ValueError(f"the dask backend runs the model(s) {', '.join(MODELS)}; "
-                         f"run --model {model_config.model} on --backend local")
-    return MODELS[model_config.model](train, model_config.hyper, client)
+class NoCluster(BackendError):
+    """No cluster to run on: the scheduler does not answer, or the extra is not installed."""
+
+
+class DaskEngine:
+    """The sums on the workers of ``client``, each worker computing over its shard with
+    ``LocalEngine(kernel)``; the driver adds the shards' parts, the penalty, and solves the per-item
+    systems of ALS and the preconditioner (``pipeline.objectives.engine``)."""
+
+    backend = "dask"
+
+    def __init__(self, client, kernel: str = "auto", n_shards: int | None = None):
+        self.client, self.kernel, self.n_shards = client, LocalEngine(kernel).kernel, n_shards
+
+    def mf_sums(self, layout: Layout) -> "DaskSums":
+        return DaskSums(layout, self.client, self.kernel, self.n_shards)
+
+    def params(self) -> dict:
+        return {"backend": self.backend, "kernel": self.kernel}
 
 
 class _Shard:
-    """One user block of the ratings, as a penalty-free BiasedMF with the global mean."""
+    """One block of users ``lo .. hi-1`` and all their ratings, on a worker: its own sums
+    (``LocalEngine(kernel)``) over its part of the ratings, with the global shape and mean."""
 
-    def __init__(self, ratings: Ratings, rows: np.ndarray, rank: int, mu: float, user_lo: int, user_hi: int,
-                 kernel: str):
-        self.obj = BiasedMF(ratings.subset(rows), rank=rank, reg=0.0, reg_bias=0.0, weighting="none", mu=mu,
-                            kernel=kernel)
-        self.n = len(rows)
-        self.lo, self.hi = user_lo, user_hi
+    def __init__(self, layout: Layout, lo: int, hi: int, kernel: str):
+        self.kernel, self.rank = kernel, layout.rank
+        self.sums = LocalEngine(kernel).mf_sums(layout)
+        self.n = layout.n_ratings
+        self.lo, self.hi = lo, hi
+        self.free = Penalty(0.0, 0.0, np.ones(layout.n_users), np.ones(layout.n_items))  # data sums alone
 
     def _split(self, full: np.ndarray):
-        P, Q, b, c = self.obj.unpack(full)
+        P, Q, b, c = self.sums.layout.unpack(full)
         return P[self.lo:self.hi], Q, b[self.lo:self.hi], c
 
     def loss_grad(self, x):
-        f, g = self.obj.loss_grad(x)
+        f, g = self.sums.loss_grad(x, self.free)
         return (f * self.n, *(part * self.n for part in self._split(g)))
 
     def hessp(self, x, v, exact: bool):
-        h = self.obj.hessp(x, v) if exact else self.obj.gnvp(x, v)
+        h = self.sums.hessp(x, v, exact, self.free)
         return tuple(part * self.n for part in self._split(h))
+
+    def ridge_users(self, x, pen: Penalty):
+        """This block's users solved exactly (their ratings are all here)."""
+        F, bias = self.sums.ridge(USERS, x, pen)
+        return F[self.lo:self.hi], bias[self.lo:self.hi]
+
+    def user_blocks(self, x, pen: Penalty):
+        """Cholesky factors of this block's users' diagonal blocks."""
+        return self.sums.block_factors(USERS, x, pen)[self.lo:self.hi]
+
+    def user_normal_equations(self, x):
+        A, rhs = self.sums.normal_equations(USERS, x)
+        return A[self.lo:self.hi], rhs[self.lo:self.hi]
+
+    def item_normal_equations(self, x):
+        """What this shard's ratings add to every item's normal equations (unpenalized)."""
+        return self.sums.normal_equations(ITEMS, x)
+
+    def warm_up(self):
+        from pipeline.objectives.mf import BiasedMF, _tiny_ratings
+        BiasedMF(_tiny_ratings(), rank=self.rank, kernel=self.kernel).warm_up()
+        return 0
 
 
 def _call(shard, method, *args):
     return getattr(shard, method)(*args)
 
 
-class DaskMF(BiasedMF):
-    """The same objective as :class:`BiasedMF`, with the data sums computed on a Dask cluster.
+class DaskSums:
+    """Biased MF's sums (``pipeline.objectives.mf_sums``) over shards of users on a Dask cluster.
 
-    The driver keeps a data-free copy for the layout, the penalty, ``init`` and ``predict``.
-    """
+    ``loss_grad`` and the products: every shard's partial sums (user rows complete, item rows
+    summed over shards), the penalty added on the driver. ALS's user half-sweep: each shard solves
+    its users; the item half-sweep and the item blocks of the preconditioner: each shard returns its
+    part of every item's normal equations, ``sum z z^T`` and ``sum t z`` over its ratings
+    (``(n, k+1, k+1)`` floats), the driver adds them up, adds the penalty and solves or factors.
+    The per-rating SGD epoch is sequential by nature: not offered here."""
 
-    def __init__(self, train: Ratings, client, n_shards: int | None = None, **kw):
-        super().__init__(train, **{**kw, "kernel": "numpy"})
-        self.client = client
+    OFFERS = frozenset({"gnvp", "als_sweep", "precondition"})
+
+    def __init__(self, layout: Layout, client, kernel: str, n_shards: int | None = None):
+        self.layout, self.client, self.kernel = layout, client, kernel
+        self.local = LOCAL[kernel]  # the driver's own solves (the preconditioner's application)
         workers = list(client.scheduler_info()["workers"])
         n_shards = n_shards or max(1, len(workers))
-        bounds = np.searchsorted(np.concatenate([[0], np.cumsum(self.user_counts)]),
-                                 np.linspace(0, self.n_ratings, n_shards + 1)).astype(np.int64)
-        bounds[0], bounds[-1] = 0, self.n_users
-        bounds = np.unique(bounds)
-        users = train.users
-        shards = []
-        for lo, hi in zip(bounds[:-1], bounds[1:]):
-            rows = np.flatnonzero((users >= lo) & (users < hi))
-            shards.append(_Shard(train, rows, self.rank, self.mu, int(lo), int(hi), kw.get("kernel", "auto")))
-        self.user_bounds = bounds
+        bounds = np.searchsorted(layout.indptr, np.linspace(0, layout.n_ratings, n_shards + 1)).astype(np.int64)
+        bounds[0], bounds[-1] = 0, layout.n_users
+        self.user_bounds = bounds = np.unique(bounds)
+        shards = [_Shard(layout.user_rows(lo, hi), int(lo), int(hi), kernel) for lo, hi in self._blocks()]
         try:
-            self.shards = client.scatter(shards, workers=None, broadcast=False)
+            self.shards = client.scatter(shards, broadcast=False, hash=False)  # once, own keys: they stay there
         except Exception as exc:  # pragma: no cover - depends on the cluster
             raise BackendError(f"cannot send the ratings to the cluster: {exc}") from None
         self.bytes_sent = 0
@@ -105,43 +142,105 @@ class DaskMF(BiasedMF):
         except Exception as exc:
             raise BackendError(f"the Dask cluster failed during {method}: {type(exc).__name__}: {exc}") from None
         self.bytes_sent += sum(a.nbytes for a in args if isinstance(a, np.ndarray)) * len(self.shards)
-        self.bytes_received += sum(sum(np.asarray(p).nbytes for p in part) for part in parts)
+        self.bytes_received += sum(sum(np.asarray(p).nbytes for p in part) if isinstance(part, tuple)
+                                   else np.asarray(part).nbytes for part in parts)
         return parts
 
-    def _assemble(self, parts, with_value: bool):
-        off = 1 if with_value else 0
-        P = np.zeros((self.n_users, self.rank))
-        b = np.zeros(self.n_users)
-        Q = np.zeros((self.n_items, self.rank))
-        c = np.zeros(self.n_items)
-        for (lo, hi), part in zip(zip(self.user_bounds[:-1], self.user_bounds[1:]), parts):
+    def _blocks(self):
+        return zip(self.user_bounds[:-1], self.user_bounds[1:])
+
+    def _assemble(self, parts, with_value: bool) -> np.ndarray:
+        L, off = self.layout, 1 if with_value else 0
+        P, b = np.zeros((L.n_users, L.rank)), np.zeros(L.n_users)
+        Q, c = np.zeros((L.n_items, L.rank)), np.zeros(L.n_items)
+        for (lo, hi), part in zip(self._blocks(), parts):
             P[lo:hi] = part[off]
             Q += part[off + 1]
             b[lo:hi] = part[off + 2]
             c += part[off + 3]
-        return self.pack(P, Q, b, c)
+        return L.pack(P, Q, b, c)
 
-    def loss_grad(self, x: np.ndarray) -> tuple[float, np.ndarray]:
+    def loss_grad(self, x: np.ndarray, pen: Penalty):
+        L = self.layout
         x = np.ascontiguousarray(x, dtype=np.float64)
         parts = self._gather("loss_grad", x)
         data = sum(p[0] for p in parts)
         g = self._assemble(parts, with_value=True)
-        P, Q, b, c = self.unpack(x)
-        self._add_penalty(g, x)
-        return float(data + self._penalty(P, Q, b, c) * 1.0) / self.n_ratings, g / self.n_ratings
+        pen.add_times(L.unpack(g), L.unpack(x))
+        return float(data + pen.value(*L.unpack(x))) / L.n_ratings, g / L.n_ratings
 
-    def loss(self, x: np.ndarray) -> float:
-        return self.loss_grad(x)[0]
+    def loss(self, x: np.ndarray, pen: Penalty) -> float:
+        return self.loss_grad(x, pen)[0]
 
-    def _hessp(self, x: np.ndarray, v: np.ndarray, exact: bool) -> np.ndarray:
-        parts = self._gather("hessp", np.ascontiguousarray(x, dtype=np.float64),
-                             np.ascontiguousarray(v, dtype=np.float64), exact)
+    def hessp(self, x: np.ndarray, v: np.ndarray, exact: bool, pen: Penalty) -> np.ndarray:
+        L = self.layout
+        v = np.ascontiguousarray(v, dtype=np.float64)
+        parts = self._gather("hessp", np.ascontiguousarray(x, dtype=np.float64), v, exact)
         h = self._assemble(parts, with_value=False)
-        self._add_penalty(h, np.asarray(v, dtype=np.float64))
-        return h / self.n_ratings
+        pen.add_times(L.unpack(h), L.unpack(v))
+        return h / L.n_ratings
 
-    als_sweep = None  # model-specific solvers stay single-machine: als and sgd say so and stop
-    sgd_epoch = None
+    def _item_normal_equations(self, x: np.ndarray, pen: Penalty | None = None):
+        parts = self._gather("item_normal_equations", np.ascontiguousarray(x, dtype=np.float64))
+        return sum(p[0] for p in parts), sum(p[1] for p in parts)
+
+    def _user_normal_equations(self, x, pen=None):
+        parts = self._gather("user_normal_equations", np.ascontiguousarray(x, dtype=np.float64))
+        return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+    def normal_equations(self, side: int, x: np.ndarray):
+        return (self._user_normal_equations, self._item_normal_equations)[side](x, None)
+
+    def _ridge_users(self, x, pen):
+        parts = self._gather("ridge_users", np.ascontiguousarray(x, dtype=np.float64), pen)
+        return tuple(np.concatenate([p[j] for p in parts]) for j in range(2))
+
+    def _ridge_items(self, x, pen):
+        A, rhs = self._item_normal_equations(x, pen)
+        L = self.layout
+        return solve_ridge(A, rhs, pen.w_item, pen, L.rank, L.item_counts > 0)
+
+    def ridge(self, side: int, x: np.ndarray, pen: Penalty):
+        return (self._ridge_users, self._ridge_items)[side](x, pen)
+
+    def _user_blocks(self, x, pen):
+        parts = self._gather("user_blocks", np.ascontiguousarray(x, dtype=np.float64), pen)
+        return np.concatenate(parts)
+
+    def _item_blocks(self, x, pen):
+        A, _ = self._item_normal_equations(x, pen)
+        return factor_blocks(A, pen.w_item, pen, self.layout.rank)
+
+    def block_factors(self, side: int, x: np.ndarray, pen: Penalty) -> np.ndarray:
+        return (self._user_blocks, self._item_blocks)[side](x, pen)
+
+    def block_solve(self, L: np.ndarray, rhs: np.ndarray) -> np.ndarray:
+        return self.local.block_solve(L, rhs)
+
+    def warm_up(self, run_every_kernel) -> None:
+        """The driver's kernels here, each shard's on its worker (before any clock starts)."""
+        self.local.warm_up(run_every_kernel)
+        self._gather("warm_up")
+
+    def tune_threads(self, one_pass) -> None:
+        return None  # the workers' threads are the cluster's to set
+
+
+@contextmanager
+def session(scheduler: str | None = None, workers: int = 2, kernel: str = "auto", note=None):
+    """A :class:`DaskEngine` on a cluster for the length of a ``with`` block: the scheduler at
+    ``scheduler``, or a ``LocalCluster`` of ``workers`` processes that is stopped on the way out
+    (a shared scheduler is left running). ``note`` receives one line saying what it connected to."""
+    client = connect(scheduler, workers)
+    cluster = None if scheduler else client.cluster  # ours to stop, not a shared one
+    try:
+        if note:
+            note(f"dask: {len(client.scheduler_info()['workers'])} workers at {client.scheduler.address}")
+        yield DaskEngine(client, kernel)
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
 
 
 def connect(scheduler: str | None = None, workers: int = 2, threads_per_worker: int = 1):
@@ -150,19 +249,14 @@ def connect(scheduler: str | None = None, workers: int = 2, threads_per_worker: 
     try:
         from dask.distributed import Client, LocalCluster
     except ImportError:
-        raise BackendError("the dask backend needs the optional extra: pip install '.[dask]'") from None
+        raise NoCluster("the dask backend needs the optional extra: pip install '.[dask]'") from None
     if scheduler:
         try:
             return Client(scheduler, timeout=5)
         except Exception as exc:
-            raise BackendError(f"no Dask scheduler answers at {scheduler} ({type(exc).__name__})") from None
+            raise NoCluster(f"no Dask scheduler answers at {scheduler} ({type(exc).__name__})") from None
     cluster = LocalCluster(n_workers=workers, threads_per_worker=threads_per_worker, processes=True,
                            dashboard_address=None)
     return Client(cluster)
 
 
-# The models this backend implements (model name -> builder from its hyperparameters).
-MODELS = {
-    "mf": lambda train, h, client: DaskMF(train, client, rank=h.rank, reg=h.reg, reg_bias=h.reg_bias,
-                                          weighting=h.weighting, init_scale=h.init_scale, kernel=h.kernel),
-}

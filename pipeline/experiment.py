@@ -26,7 +26,7 @@ from pipeline import evaluate, race, report, reproducible, schema
 from pipeline.config import DataConfig, RunConfig
 from pipeline.data import (DataError, Ratings, Split, cache_folder, filter_min_counts, load_dataset, load_predefined,
                            make_splits, random_split)
-from pipeline.objectives import build_objective, model_spec
+from pipeline.objectives import LocalEngine, build_objective, model_spec, offers
 from pipeline.objectives.check import check_derivatives
 from pipeline.optim import REGISTRY, OptimizeResult, minimize, not_applicable
 from pipeline.objectives.base import Objective
@@ -44,7 +44,7 @@ class Prepared:
     x0: np.ndarray
     seed: int = 0
     reference: race.Reference | None = None  # f* of this problem from x0 (set before the race)
-    backend: str = "local"                    # where the objective's sums run: local or dask
+    engine: object = None                     # where the objective's sums run (pipeline.objectives.engine)
 
     @property
     def label(self) -> str:
@@ -90,15 +90,14 @@ def load_splits(d: DataConfig, ratings: Ratings | None = None, progress=None) ->
 
 
 def prepare_split(split: Split, ratings: Ratings, cfg: RunConfig, seed: int | None = None,
-                  client=None) -> Prepared:
-    if client is None:
-        objective, backend = build_objective(split.train, cfg.model), "local"
-    else:  # the Dask backend: the same objective, its sums on the cluster
-        from pipeline import distributed
-        objective, backend = distributed.build(cfg.model, split.train, client), "dask"
+                  engine=None) -> Prepared:
+    """The objective on ``split``'s training part, its sums where ``engine`` says (default: this
+    machine with ``cfg.kernel``), and its seeded starting point."""
+    engine = engine or LocalEngine(cfg.kernel)
+    objective = build_objective(split.train, cfg.model, engine)
     seed = cfg.seed if seed is None else seed
     x0 = objective.init(np.random.default_rng(seed))
-    return Prepared(ratings, split, objective, x0, seed, backend=backend)
+    return Prepared(ratings, split, objective, x0, seed, engine=engine)
 
 
 def prepare(cfg: RunConfig, ratings: Ratings | None = None) -> Prepared:
@@ -120,7 +119,7 @@ def run_params(cfg: RunConfig, prepared: Prepared) -> dict:
         "n_params": prepared.objective.n_params, "n_train": len(split.train),
         "n_val": len(split.validation), "n_test": len(split.test),
         "min_user_ratings": d.min_user_ratings, "min_item_ratings": d.min_item_ratings,
-        "backend": prepared.backend, "blas_kernels": reproducible.blas_kernels(),
+        **prepared.engine.params(), "blas_kernels": reproducible.blas_kernels(),
     }
 
 
@@ -134,7 +133,7 @@ def fit(prepared: Prepared, name: str, cfg: RunConfig, listeners: tuple[Listener
         return evaluate.score(lambda u, i: obj.predict(x, u, i), val, "val", obj)["val_rmse"]
 
     options = {"step": cfg.gd_step} if name == "gd" and cfg.gd_step is not None else {}
-    if callable(getattr(obj, "tune_threads", None)):  # outside the clock: threads where they pay, now
+    if offers(obj, "tune_threads"):  # outside the clock: threads where they pay, now
         obj.tune_threads()
     result = minimize(name, obj, prepared.x0, cfg.rule, validate=validate if len(val) else None,
                       listeners=listeners, **options)
@@ -155,7 +154,7 @@ def fit(prepared: Prepared, name: str, cfg: RunConfig, listeners: tuple[Listener
 def warm_up(objective) -> float:
     """Compile (or load) the objective's kernels before any clock starts; the seconds it took."""
     t0 = time.perf_counter()
-    if callable(getattr(objective, "warm_up", None)):
+    if offers(objective, "warm_up"):
         objective.warm_up()
     return time.perf_counter() - t0
 
@@ -164,7 +163,7 @@ def reference_for(prepared: Prepared, cfg: RunConfig, reference_passes: int = ra
     """``f*`` of ``prepared``'s problem, cached under the data folder's cache (unless ``--no-cache``)."""
     tr = prepared.split.train
     key = race.problem_key(tr.users, tr.items, tr.ratings, cfg.model.params(), prepared.x0,
-                           prepared.backend, reference_passes)
+                           prepared.engine.params(), reference_passes)
     cache_file = cache_folder(cfg.data.data_dir) / "reference" / f"{key}.json" if cfg.data.cache else None
     return race.reference_optimum(prepared.objective, prepared.x0, cache_file, reference_passes)
 
@@ -285,7 +284,7 @@ def _log_split_artifacts(tracker, run_id: str, out: Comparison, cfg: RunConfig, 
 
 def compare(cfg: RunConfig, tracker=NullTracker(), progress: Listener | None = None,
             ratings: Ratings | None = None, on_start: Callable[[Prepared], None] | None = None,
-            download_progress=None, client=None, note: Callable[[str], None] | None = None) -> Comparison:
+            download_progress=None, engine=None, note: Callable[[str], None] | None = None) -> Comparison:
     """Run ``cfg.optimizers`` (and the baselines) and log them as one parent run with children.
 
     Several folds (k-fold) or several initialization seeds (``cfg.seeds``) make *repeats*: each
@@ -296,7 +295,7 @@ def compare(cfg: RunConfig, tracker=NullTracker(), progress: Listener | None = N
         raise KeyError(f"unknown optimizer(s) {', '.join(unknown)}; choose from {', '.join(REGISTRY)}")
     ratings, splits = load_splits(cfg.data, ratings, download_progress)
     seeds = cfg.seeds or (cfg.seed,)
-    prepared = [prepare_split(s, ratings, cfg, seed, client) for s in splits for seed in seeds]
+    prepared = [prepare_split(s, ratings, cfg, seed, engine) for s in splits for seed in seeds]
     if on_start:
         on_start(prepared[0])
     compile_seconds, costs = prepare_race(prepared, cfg, note)

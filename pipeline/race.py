@@ -42,6 +42,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from pipeline.objectives.base import offers
 from pipeline.optim import OptimizeResult, StoppingRule, minimize
 from pipeline.schema import TARGETS, relative_gap, target_label
 
@@ -223,13 +224,13 @@ def _pass_costs(objective, x0: np.ndarray, rounds: int, points: int, seed: int) 
     # name -> (what to call, how to draw its argument: drawn before the clock starts)
     # The products first: right after the loss_grad at x, whose residuals they use (as inside CG).
     ops: dict[str, tuple] = {"hessp": (lambda xv: objective.hessp(*xv), lambda x: (x, rng.standard_normal(x.shape)))}
-    if callable(getattr(objective, "gnvp", None)):
+    if offers(objective, "gnvp"):
         ops["gnvp"] = (lambda xv: objective.gnvp(*xv), lambda x: (x, rng.standard_normal(x.shape)))
-    if callable(getattr(objective, "loss", None)):
+    if offers(objective, "loss"):
         ops["loss"] = (objective.loss, lambda x: fresh())
-    if callable(getattr(objective, "als_sweep", None)):
+    if offers(objective, "als_sweep"):
         ops["als_sweep"] = (objective.als_sweep, lambda x: fresh())
-    if callable(getattr(objective, "sgd_epoch", None)):
+    if offers(objective, "sgd_epoch"):
         ops["sgd_epoch"] = (lambda y: objective.sgd_epoch(y, 1e-6, np.random.default_rng(seed)), lambda x: fresh())
     for name, (call, draw) in list(ops.items()):  # untimed first calls: warm caches, drop what is refused
         try:

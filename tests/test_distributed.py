@@ -1,4 +1,5 @@
-"""The Dask backend: same objective values as the local one at every iteration, clean failures."""
+"""The Dask engine: the same sums as on this machine (every operation, every kernel), the same
+race (passes and losses), the objective contract on the cluster, clean failures."""
 
 from __future__ import annotations
 
@@ -11,36 +12,75 @@ pytest.importorskip("dask.distributed")  # the optional extra; CI installs it wi
 from pipeline import experiment  # noqa: E402
 from pipeline.cli import cli  # noqa: E402
 from pipeline.config import DataConfig, ModelConfig, RunConfig  # noqa: E402
-from pipeline.distributed import BackendError, DaskMF, connect  # noqa: E402
-from pipeline.objectives import BiasedMF  # noqa: E402
+from pipeline.distributed import BackendError, DaskEngine, DaskSums, connect  # noqa: E402
+from pipeline.objectives import BiasedMF, LocalEngine  # noqa: E402
+from pipeline.objectives.mf_sums import ITEMS, USERS  # noqa: E402
 from pipeline.optim import StoppingRule, minimize  # noqa: E402
+from pipeline.testing import ObjectiveContract  # noqa: E402
+
+from tests import test_contract  # noqa: E402
+
+_CLIENT: dict = {}
+
+
+def shared_client():
+    """One two-worker cluster for the module (the contract class cannot take fixtures)."""
+    if "client" not in _CLIENT:
+        _CLIENT["client"] = connect(workers=2)
+    return _CLIENT["client"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _stop_the_cluster():
+    yield
+    c = _CLIENT.pop("client", None)
+    if c is not None:
+        c.close()
+        c.cluster.close()
 
 
 @pytest.fixture(scope="module")
 def client():
-    c = connect(workers=2)
-    yield c
-    c.close()
-    c.cluster.close()
+    return shared_client()
 
 
-def test_loss_grad_and_hessp_equal_the_local_objective(client, small_synthetic):
-    local = BiasedMF(small_synthetic, rank=3, reg=0.1, reg_bias=0.05)
-    dist = DaskMF(small_synthetic, client, rank=3, reg=0.1, reg_bias=0.05)
-    assert len(dist.shards) == 2
+def rel(a, b):
+    return float(np.max(np.abs(np.asarray(a) - np.asarray(b))) / max(np.max(np.abs(b)), 1e-300))
+
+
+@pytest.mark.parametrize("kernel", ["numba", "numpy"])
+@pytest.mark.parametrize("weighting", ["count", "none"])
+def test_every_operation_equals_the_local_one(client, small_synthetic, kernel, weighting):
+    hyper = dict(rank=3, reg=0.1, reg_bias=0.05, weighting=weighting)
+    local = BiasedMF(small_synthetic, **hyper, kernel=kernel)
+    dist = BiasedMF(small_synthetic, **hyper, engine=DaskEngine(client, kernel))
+    assert isinstance(dist.sums, DaskSums) and len(dist.sums.shards) == 2 and not isinstance(dist.sums, type(local.sums))
     rng = np.random.default_rng(0)
     x, v = rng.normal(0, 0.3, (2, local.n_params))
     (fl, gl), (fd, gd) = local.loss_grad(x), dist.loss_grad(x)
-    assert abs(fl - fd) <= 1e-12 * fl
-    np.testing.assert_allclose(gd, gl, rtol=1e-10, atol=1e-15)
-    np.testing.assert_allclose(dist.hessp(x, v), local.hessp(x, v), rtol=1e-10, atol=1e-15)
-    np.testing.assert_allclose(dist.gnvp(x, v), local.gnvp(x, v), rtol=1e-10, atol=1e-15)
-    assert dist.bytes_sent > 0 and dist.bytes_received > 0
+    assert abs(fl - fd) <= 1e-12 * fl and rel(gd, gl) <= 1e-10
+    assert abs(local.loss(x) - dist.loss(x)) <= 1e-12 * fl
+    assert rel(dist.hessp(x, v), local.hessp(x, v)) <= 1e-10
+    assert rel(dist.gnvp(x, v), local.gnvp(x, v)) <= 1e-10
+    assert rel(dist.als_sweep(x), local.als_sweep(x)) <= 1e-10
+    assert rel(dist.precondition(x)(v), local.precondition(x)(v)) <= 1e-10
+    for side in (USERS, ITEMS):
+        A_d, y_d = dist.sums.normal_equations(side, x)
+        A_l, y_l = local.sums.normal_equations(side, x)
+        assert rel(A_d, A_l) <= 1e-10 and rel(y_d, y_l) <= 1e-10
+    assert dist.sums.bytes_sent > 0 and dist.sums.bytes_received > 0
+
+
+def test_the_cluster_offers_what_it_computes(client, small_synthetic):
+    dist = BiasedMF(small_synthetic, rank=2, engine=DaskEngine(client))
+    assert dist.offers("als_sweep") and dist.offers("precondition") and dist.offers("gnvp")
+    assert not dist.offers("sgd_epoch")  # sequential per rating: not on shards
+    assert dist.offers("warm_up")  # not a sums capability: the model's own
 
 
 def test_same_objective_values_at_every_iteration(client, small_synthetic):
     local = BiasedMF(small_synthetic, rank=3, reg=0.1, reg_bias=0.05)
-    dist = DaskMF(small_synthetic, client, rank=3, reg=0.1, reg_bias=0.05)
+    dist = BiasedMF(small_synthetic, rank=3, reg=0.1, reg_bias=0.05, engine=DaskEngine(client))
     x0 = local.init(np.random.default_rng(0))
     rule = StoppingRule(gtol=1e-6, max_iter=15)
     a = minimize("newton-cg", local, x0, rule)
@@ -50,18 +90,33 @@ def test_same_objective_values_at_every_iteration(client, small_synthetic):
         assert abs(ra.loss - rb.loss) <= 1e-10 * abs(ra.loss)
 
 
-def test_compare_on_the_dask_backend_lists_als_as_not_applicable(client, small_synthetic):
-    cfg = RunConfig(data=DataConfig(dataset="unused"), model=ModelConfig.of("mf", rank=2),
-                    rule=StoppingRule(gtol=1e-5, max_iter=20), optimizers=("lbfgs", "als"))
-    out = experiment.compare(cfg, ratings=small_synthetic, client=client)
-    reasons = dict(zip(out.table["optimizer"], out.table["reason"]))
-    assert reasons["lbfgs"] in ("converged", "max_iter") and reasons["als"] == "not applicable"
-    assert "als" not in out.results and out.inapplicable["als"] == "not applicable: mf has no als_sweep"
+def test_compare_on_dask_equals_the_local_race(client, small_synthetic):
+    """newton-pcg (preconditioner on the workers) and als (sweeps on the workers) take the same
+    passes to the same losses as on this machine; sgd is said not applicable there."""
+    cfg = RunConfig(data=DataConfig(dataset="unused", cache=False), model=ModelConfig.of("mf", rank=2),
+                    rule=StoppingRule(gtol=1e-6, max_passes=400), optimizers=("newton-pcg", "als", "sgd"),
+                    log_models=False)
+    here = experiment.compare(cfg, ratings=small_synthetic, engine=LocalEngine())
+    there = experiment.compare(cfg, ratings=small_synthetic, engine=DaskEngine(client))
+    for name in ("newton-pcg", "als"):
+        a, b = here.results[name], there.results[name]
+        assert a.reason == b.reason and a.final.data_passes == b.final.data_passes
+        assert [r.data_passes for r in a.history] == [r.data_passes for r in b.history]
+        assert max(abs(ra.loss - rb.loss) / abs(ra.loss) for ra, rb in zip(a.history, b.history)) <= 1e-10
+    assert "sgd" in here.results and "sgd" not in there.results
+    assert there.inapplicable["sgd"] == "not applicable: mf has no sgd_epoch"
+
+
+class TestDaskMFContract(test_contract.TestBiasedMFContract):
+    """The objective contract on the cluster: the same suite as every local implementation."""
+
+    def make_objective(self, train):
+        return BiasedMF(train, rank=2, reg=0.3, reg_bias=0.1, engine=DaskEngine(shared_client()))
 
 
 def test_a_dead_cluster_fails_the_fit_with_a_clear_error(small_synthetic):
     c = connect(workers=1)
-    dist = DaskMF(small_synthetic, c, rank=2)
+    dist = BiasedMF(small_synthetic, rank=2, engine=DaskEngine(c))
     x = dist.init(np.random.default_rng(0))
     dist.loss_grad(x)
     c.cluster.close()
@@ -70,7 +125,16 @@ def test_a_dead_cluster_fails_the_fit_with_a_clear_error(small_synthetic):
         dist.loss_grad(x + 1e-3)
 
 
+def test_a_model_without_a_dask_implementation_is_one_line(client, small_synthetic):
+    cfg = RunConfig(data=DataConfig(dataset="unused"), model=ModelConfig.of("svdpp", rank=2), optimizers=("lbfgs",))
+    with pytest.raises(ValueError, match="model svdpp runs on local, not on dask"):
+        experiment.compare(cfg, ratings=small_synthetic, engine=DaskEngine(client))
+
+
 def test_a_scheduler_that_does_not_answer_is_one_line():
     res = CliRunner().invoke(cli, ["compare", "--backend", "dask", "--scheduler", "tcp://127.0.0.1:9", "--no-tracking"])
     assert res.exit_code == 2
     assert "no Dask scheduler answers at tcp://127.0.0.1:9" in res.stderr
+
+
+assert issubclass(TestDaskMFContract, ObjectiveContract)

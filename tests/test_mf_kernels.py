@@ -74,7 +74,7 @@ def test_blocked_schedule_equals_reference(data, monkeypatch, block_bytes):
     monkeypatch.setattr(K, "BLOCK_BYTES", block_bytes)  # a few items per tile, a few users per group
     fast = BiasedMF(data, rank=5, reg=0.2, reg_bias=0.1, kernel="numba")
     ref = BiasedMF(data, rank=5, reg=0.2, reg_bias=0.1, kernel="numpy")
-    block_runs, run_ptr, run_user, user_bounds, items = fast._k_sched
+    block_runs, run_ptr, run_user, user_bounds, items = fast.sums.sched
     assert len(run_user) > data.n_users  # users really are split into several runs
     rng = np.random.default_rng(3)
     x, y, v = rng.normal(0, 0.3, (3, fast.n_params))
@@ -90,7 +90,7 @@ def test_schedule_is_a_permutation_into_runs_of_one_user(data):
     labels = np.argsort(np.argsort(-f.item_counts, kind="stable"))[f.items]
     block_bytes = 2000
     perm, (block_runs, run_ptr, run_user, user_bounds, items) = K.schedule(
-        f.users, labels, f.indptr, f.n_items, 5, block_bytes=block_bytes, n_blocks=2)
+        f.users, labels, f.layout.indptr, f.n_items, 5, block_bytes=block_bytes, n_blocks=2)
     assert np.array_equal(np.sort(perm), np.arange(f.n_ratings))
     assert np.array_equal(items, labels[perm])
     per_tile = block_bytes // (24 * 6)
@@ -101,7 +101,7 @@ def test_schedule_is_a_permutation_into_runs_of_one_user(data):
     for t in range(2):  # a block's runs hold exactly its users' ratings
         runs = slice(block_runs[t], block_runs[t + 1])
         assert set(run_user[runs]) <= set(range(user_bounds[t], user_bounds[t + 1]))
-        assert run_ptr[block_runs[t + 1]] - run_ptr[block_runs[t]] == f.indptr[user_bounds[t + 1]] - f.indptr[user_bounds[t]]
+        assert run_ptr[block_runs[t + 1]] - run_ptr[block_runs[t]] == f.layout.indptr[user_bounds[t + 1]] - f.layout.indptr[user_bounds[t]]
 
 
 @pytest.mark.parametrize("rank, weighting", [(1, "count"), (6, "none")])
@@ -151,7 +151,7 @@ def test_kernels_give_identical_bits_on_1_and_2_threads(monkeypatch, block_bytes
         monkeypatch.setattr(K, "BLOCK_BYTES", block_bytes)
     big = generate(SyntheticSpec(n_users=300, n_items=60, n_ratings=6000, min_per_user=5, seed=2))
     f = BiasedMF(big, rank=6, reg=0.1, reg_bias=0.05, kernel="numba")
-    assert len(f._k_sched[0]) - 1 > 1  # several blocks, or the test proves nothing
+    assert len(f.sums.sched[0]) - 1 > 1  # several blocks, or the test proves nothing
     rng = np.random.default_rng(0)
     x, v = rng.normal(0, 0.3, (2, f.n_params))
     before = numba.get_num_threads()
@@ -159,7 +159,7 @@ def test_kernels_give_identical_bits_on_1_and_2_threads(monkeypatch, block_bytes
     try:
         for threads in (1, min(2, numba.config.NUMBA_NUM_THREADS)):
             numba.set_num_threads(threads)
-            f._fast_x = None  # recompute the residuals under this thread count
+            f.sums.x_seen = None  # recompute the residuals under this thread count
             fx, g = f.loss_grad(x)
             outs.append((fx, g.copy(), f.hessp(x, v).copy(), f.gnvp(x, v).copy(), f.als_sweep(x)))
     finally:

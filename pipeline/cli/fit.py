@@ -11,7 +11,7 @@ import click
 
 from pipeline.cli import cli
 from pipeline.cli.options import (DownloadProgress, Finite, InputError, OptimizerList, Progress, REGISTER,
-                                 ValueList, _config, _finite_float, _tracker, fit_options, input_errors,
+                                 ValueList, _config, _finite_float, _tracker, engine_session, fit_options, input_errors,
                                  run_options)
 from pipeline.config import DEFAULT_OPTIMIZERS, DataConfig, ModelConfig, RunConfig
 from pipeline.objectives import MODELS, WEIGHTINGS
@@ -31,28 +31,16 @@ def _run_comparison(optimizers, kw) -> None:
                    f"{len(prep.split.test):,} (test rows with a cold user {cold['test_cold_user_rows']}, "
                    f"cold item {cold['test_cold_item_rows']}); {prep.objective.n_params:,} parameters", err=True)
 
-    from pipeline.distributed import BackendError, connect
-    client = None
-    if kw.get("backend") == "dask":
-        try:
-            client = connect(kw.get("scheduler"), kw.get("workers", 2))
-        except BackendError as exc:
-            raise InputError(str(exc)) from None
-        click.echo(f"dask: {len(client.scheduler_info()['workers'])} workers at {client.scheduler.address}", err=True)
+    from pipeline.distributed import BackendError, NoCluster
     try:
-        result = experiment.compare(cfg, tracker, None if kw.get("quiet") else Progress(), on_start=started,
-                                    download_progress=DownloadProgress(), client=client,
-                                    note=lambda msg: click.echo(msg, err=True))
-    except ValueError as exc:
+        with engine_session(kw, note=lambda msg: click.echo(msg, err=True)) as engine:
+            result = experiment.compare(cfg, tracker, None if kw.get("quiet") else Progress(), on_start=started,
+                                        download_progress=DownloadProgress(), engine=engine,
+                                        note=lambda msg: click.echo(msg, err=True))
+    except (ValueError, NoCluster) as exc:
         raise InputError(str(exc)) from None
-    except BackendError as exc:  # the cluster failed mid-fit; the open runs were marked FAILED
+    except BackendError as exc:  # the cluster failed mid-fit (the open runs were marked FAILED), or never answered
         raise click.ClickException(str(exc)) from None
-    finally:
-        if client is not None:
-            cluster = client.cluster if not kw.get("scheduler") else None  # ours to stop, not a shared one
-            client.close()
-            if cluster is not None:
-                cluster.close()
     click.echo("")
     if result.folds:
         click.echo(f"mean over {len(result.folds)} repeats (folds x seeds; test_rmse_std: spread of test RMSE)")

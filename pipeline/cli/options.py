@@ -13,6 +13,7 @@ import click
 
 from pipeline.config import DataConfig, ModelConfig, RunConfig, default_tracking_uri, project_root
 from pipeline.data import DataError, ReadOptions
+from pipeline.objectives.engine import KERNELS
 from pipeline.optim import REGISTRY, StoppingRule
 from pipeline.optim.base import IterationRecord
 
@@ -196,7 +197,11 @@ def model_options(f):
     from pipeline.objectives import MODELS
     opts = [click.option("--model", type=click.Choice(list(MODELS)), default="mf", show_default=True,
                          help="; ".join(f"{name}: {spec.summary}" for name, spec in MODELS.items()) + "."),
-            click.option("--seed", type=int, default=0, show_default=True, help="Seed of the starting point.")]
+            click.option("--seed", type=int, default=0, show_default=True, help="Seed of the starting point."),
+            click.option("--kernel", type=click.Choice(KERNELS), default="auto", show_default=True,
+                         help="What computes the sums over the ratings, here or on each Dask worker: the compiled "
+                              "kernels (numba) or the numpy reference; auto: numba where installed. Results agree "
+                              "to 1e-10; not a hyperparameter.")]
     opts += [_hyper_option(name, owners) for name, owners in _hyperparameters().items()]
     return _apply(f, opts)
 
@@ -281,8 +286,27 @@ def _config(kw: dict, optimizers) -> RunConfig:
                           max_seconds=kw.get("max_seconds"), patience=kw.get("patience"),
                           max_passes=kw.get("max_passes")),
         optimizers=tuple(optimizers), gd_step=kw.get("gd_step"), seed=kw["seed"], seeds=_seeds(kw.get("seeds")),
-        log_models=not kw.get("no_models", False),
+        log_models=not kw.get("no_models", False), kernel=kw.get("kernel") or "auto",
     )
+
+
+def _local_session(kw: dict, note=None):
+    from contextlib import nullcontext
+    from pipeline.objectives import LocalEngine
+    return nullcontext(LocalEngine(kw.get("kernel") or "auto"))
+
+
+def _dask_session(kw: dict, note=None):
+    from pipeline import distributed
+    return distributed.session(kw.get("scheduler"), kw.get("workers", 2), kw.get("kernel") or "auto", note)
+
+
+SESSIONS = {"local": _local_session, "dask": _dask_session}  # --backend -> the engine's context manager
+
+
+def engine_session(kw: dict, note=None):
+    """The engine ``--backend`` names, for a ``with`` block (a Dask cluster is started and stopped)."""
+    return SESSIONS[kw.get("backend") or "local"](kw, note)
 
 
 def _seeds(value) -> tuple[int, ...]:

@@ -4,7 +4,8 @@
 with a ``SPEC`` and one line here (docs/adding-a-model.md).
 """
 
-from pipeline.objectives.base import Objective
+from pipeline.objectives.base import Objective, offers
+from pipeline.objectives.engine import KERNELS, LocalEngine
 from pipeline.objectives.spec import ModelSpec, hyperparameter
 from pipeline.objectives import logreg, mf, svdpp
 
@@ -21,14 +22,21 @@ def model_spec(name: str) -> ModelSpec:
     return MODELS[name]
 
 
-def build_objective(train, model_config):
-    """The objective ``model_config`` names, on ``train``."""
-    return model_spec(model_config.model).build(train, model_config.hyper)
+def build_objective(train, model_config, engine=None):
+    """The objective ``model_config`` names, on ``train``, its sums where ``engine`` says (default:
+    this machine, numba where installed); an engine the model has no implementation for is a
+    one-line ValueError."""
+    spec = model_spec(model_config.model)
+    engine = engine or LocalEngine()
+    if engine.backend not in spec.backends:
+        raise ValueError(f"model {spec.name} runs on {', '.join(spec.backends)}, not on {engine.backend}; "
+                         f"run --model {spec.name} on --backend {spec.backends[0]}")
+    return spec.build(train, model_config.hyper, engine)
 
 
 BiasedMF = mf.BiasedMF
 LogisticRatings = logreg.LogisticRatings
-KERNELS, WEIGHTINGS = mf.KERNELS, mf.WEIGHTINGS
+WEIGHTINGS = mf.WEIGHTINGS
 
-__all__ = ["BiasedMF", "KERNELS", "LogisticRatings", "MODELS", "ModelSpec", "Objective", "WEIGHTINGS",
-           "build_objective", "hyperparameter", "model_spec"]
+__all__ = ["BiasedMF", "KERNELS", "LocalEngine", "LogisticRatings", "MODELS", "ModelSpec", "Objective", "WEIGHTINGS",
+           "build_objective", "hyperparameter", "model_spec", "offers"]

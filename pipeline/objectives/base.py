@@ -29,7 +29,8 @@ semi-definite), ``als_sweep`` and ``sgd_epoch`` (block and stochastic methods), 
 (an SPD approximation of the inverse Hessian), ``warm_up`` (compile kernels before any clock
 starts), ``tune_threads`` (run on as many threads as pay, measured before each fit). An optimizer
 says which of these it needs (``register(..., needs=...)``); a comparison runs it only where the
-model offers them.
+model offers them (:func:`offers`). A model whose offer depends on how it is computed declares it
+with a method ``offers(capability) -> bool`` (biased MF on Dask has no SGD epoch).
 """
 
 from __future__ import annotations
@@ -66,3 +67,12 @@ class PredictsRatings:
 
     def output_range(self, rating_scale: tuple[float, float]) -> tuple[float, float]:
         return tuple(rating_scale)
+
+
+def offers(objective, capability: str) -> bool:
+    """Whether ``objective`` computes the optional operation ``capability``: it has the method,
+    and, where it declares its offer (``objective.offers``), declares this one."""
+    if not callable(getattr(objective, capability, None)):
+        return False
+    declared = getattr(objective, "offers", None)
+    return declared(capability) if callable(declared) else True

@@ -199,6 +199,6 @@ convex, so every convergent method reaches one minimum. Predictions are probabil
 
 SPEC = ModelSpec(
     name="logreg", summary="logistic regression on user and item indicators predicting rating >= threshold",
-    hyper=LogRegHyper, build=lambda train, h: LogisticRatings(train, reg=h.reg, threshold=h.threshold),
+    hyper=LogRegHyper, build=lambda train, h, engine: LogisticRatings(train, reg=h.reg, threshold=h.threshold),
     baselines=lambda train, h: {"global-rate": constant(float((train.ratings >= h.threshold).mean()))},
     title="logistic regression on ratings", derivation=DERIVATION, headline=("reg", "threshold"))

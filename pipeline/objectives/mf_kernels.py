@@ -610,3 +610,33 @@ def block_solve(L, rhs, out):
     for row in prange(L.shape[0]):
         out[row, :] = rhs[row, :]
         cholesky_solve(L[row], out[row])
+
+
+@njit(**_FLAGS)
+def normal_rows(indptr, cols, r, mu, F, f_bias, A, y):
+    """Per row, the unpenalized normal equations of ``ridge_rows``: ``A[row] = sum_j z_j z_j^T``
+    (both triangles) and ``y[row] = sum_j t_j z_j``, ``z_j = (F[c_j], 1)``, ``t_j = r_j - mu -
+    f_bias[c_j]``, summed in stored order. What one shard of ratings adds to an item's ALS system or
+    preconditioner block (``pipeline.distributed``: the shards' parts are added on the driver)."""
+    k = F.shape[1]
+    k1 = k + 1
+    for row in prange(len(indptr) - 1):
+        Ar = A[row]
+        yr = y[row]
+        Ar[:, :] = 0.0
+        yr[:] = 0.0
+        z = np.empty(k1)
+        for j in range(indptr[row], indptr[row + 1]):
+            c = cols[j]
+            for f in range(k):
+                z[f] = F[c, f]
+            z[k] = 1.0
+            t = r[j] - mu - f_bias[c]
+            for a in range(k1):
+                za = z[a]
+                yr[a] += t * za
+                for bb in range(a + 1):
+                    Ar[a, bb] += za * z[bb]
+        for a in range(k1):
+            for bb in range(a + 1, k1):
+                Ar[a, bb] = Ar[bb, a]

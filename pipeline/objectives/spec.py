@@ -27,8 +27,9 @@ def hyperparameter(default, help: str, *, low: float | None = None, low_open: bo
 class ModelSpec:
     """Everything the pipeline needs to know about one model.
 
-    ``build(train, hyper)``: the objective on ``train`` (on this machine; a distributed backend
-    says itself which models it runs, see ``pipeline.distributed``).
+    ``build(train, hyper, engine)``: the objective on ``train``, its sums computed where ``engine``
+    says (``pipeline.objectives.engine``); ``backends``: the engines (``engine.backend``) that
+    implement this model (a model whose sums are numpy code of its own ignores the engine).
     ``baselines(train, hyper)``: ``{name: predict(users, items)}`` the model is compared against.
     ``title``, ``derivation``: the report's words for it (Markdown). ``headline``: the
     hyperparameters that name a problem in figure titles."""
@@ -41,6 +42,7 @@ class ModelSpec:
     title: str
     derivation: str
     headline: tuple[str, ...] = ()
+    backends: tuple[str, ...] = ("local",)
 
     def hyperparameters(self) -> tuple[dataclasses.Field, ...]:
         return dataclasses.fields(self.hyper)

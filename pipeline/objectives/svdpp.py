@@ -48,12 +48,15 @@ a fit serves ``mu + b_u + c_i + q_i . z_u`` as an MF scorer with ``P := Z``.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import scipy.sparse as sp
 
 from pipeline.data.ratings import Ratings
 from pipeline.objectives.base import PredictsRatings
-from pipeline.objectives.mf import BiasedMF, MFHyper, rating_baselines
+from pipeline.objectives.engine import LocalEngine
+from pipeline.objectives.mf import BiasedMF, MFHyper, hyper_of, rating_baselines
 from pipeline.objectives.serving import FactorScorer
 from pipeline.objectives.spec import ModelSpec
 
@@ -67,16 +70,16 @@ class SVDpp(PredictsRatings):
 
     BLOCKS = ("P", "Q", "Y", "b", "c")  # the parameter blocks, in ``unpack`` order
 
-    def __init__(self, train: Ratings, rank: int = 10, reg: float = 0.1, reg_bias: float = 0.1,
-                 weighting: str = "count", init_scale: float = 0.1, kernel: str = "auto"):
-        if reg < 0 or reg_bias < 0:
-            raise ValueError(f"penalties must be non-negative, got reg={reg}, reg_bias={reg_bias}")
-        # MF's penalty-free data term at (Z, Q, b, c); it also checks rank, weighting, kernel, emptiness
-        self.data_term = BiasedMF(train, rank=rank, reg=0.0, reg_bias=0.0, weighting=weighting,
-                                  init_scale=init_scale, kernel=kernel)
+    def __init__(self, train: Ratings, hyper: SVDppHyper | None = None, *, engine=None, kernel: str = "auto",
+                 **values):
+        h = hyper_of(hyper, values)  # checks rank, penalties, weighting
+        # MF's penalty-free data term at (Z, Q, b, c), its sums where the engine says
+        self.data_term = BiasedMF(train, replace(h, reg=0.0, reg_bias=0.0), engine=engine or LocalEngine(kernel))
         mf = self.data_term
-        self.rank, self.reg, self.reg_bias, self.weighting = mf.rank, float(reg), float(reg_bias), weighting
-        self.init_scale, self.mu = float(init_scale), mf.mu
+        weighting = h.weighting
+        self.rank, self.reg, self.reg_bias, self.weighting = mf.rank, float(h.reg), float(h.reg_bias), weighting
+        self.init_scale, self.mu = float(h.init_scale), mf.mu
+        self._times_kernel = _SPARSE_TIMES[mf.kernel]  # chosen once, with the data term's kernel
         self.n_users, self.n_items, self.n_ratings = mf.n_users, mf.n_items, mf.n_ratings
         self.user_counts, self.item_counts = mf.user_counts, mf.item_counts
         self.w_user, self.w_item = (mf.user_counts, mf.item_counts) if weighting == "count" else \
@@ -114,11 +117,7 @@ class SVDpp(PredictsRatings):
     def _times(self, M: sp.csr_matrix, X: np.ndarray) -> np.ndarray:
         """``M @ X`` for a sparse ``M``: compiled, one thread per row, each row summed in its stored
         order (the same bits on any number of threads), or scipy's on the numpy path."""
-        if self.data_term.kernel != "numba":
-            return M @ X
-        out = np.empty((M.shape[0], X.shape[1]))
-        _csr_times_dense(M.indptr, M.indices, M.data, np.ascontiguousarray(X), out)
-        return out
+        return self._times_kernel(M, X)
 
     def _effective(self, P: np.ndarray, Y: np.ndarray) -> np.ndarray:
         """``Z = P + S A Y``."""
@@ -179,11 +178,8 @@ class SVDpp(PredictsRatings):
         """MF's kernels, and the sparse product on a tiny problem, compiled before any clock starts."""
         self.data_term.warm_up()
         self.kernel_threads = getattr(self.data_term, "kernel_threads", None)
-        if self.data_term.kernel == "numba":
-            from pipeline.objectives.mf_kernels import with_sound_cache
-            eye = sp.identity(2, format="csr")
-            with_sound_cache(_csr_times_dense, lambda: _csr_times_dense(eye.indptr, eye.indices, eye.data,
-                                                                np.ones((2, self.rank)), np.empty((2, self.rank))))
+        eye = sp.identity(2, format="csr")
+        _COMPILE[self.data_term.kernel](lambda: self._times_kernel(eye, np.ones((2, self.rank))))
 
     def tune_threads(self) -> int:
         """MF's kernels carry the passes: as many threads as pay for them (``BiasedMF.tune_threads``)."""
@@ -229,6 +225,25 @@ except ImportError:  # numba absent: the numpy path (scipy's product) is the onl
     _csr_times_dense = None
 
 
+def _compiled_times(M: sp.csr_matrix, X: np.ndarray) -> np.ndarray:
+    out = np.empty((M.shape[0], X.shape[1]))
+    _csr_times_dense(M.indptr, M.indices, M.data, np.ascontiguousarray(X), out)
+    return out
+
+
+# ``M @ X`` by the kernel of the data term: scipy's on the numpy path, compiled (same bits on any
+# number of threads) on the numba path.
+_SPARSE_TIMES = {"numpy": lambda M, X: M @ X, "numba": _compiled_times}
+
+
+def _compile_sound(run) -> None:
+    from pipeline.objectives.mf_kernels import with_sound_cache
+    with_sound_cache(_csr_times_dense, run)
+
+
+_COMPILE = {"numpy": lambda run: None, "numba": _compile_sound}  # warm-up of the product, by kernel
+
+
 DERIVATION = r"""For N training ratings, `N(u)` the items user u rated, `s_u = |N(u)|^(-1/2)` and effective user factors
 `z_u = p_u + s_u sum_{j in N(u)} y_j`, residuals `e_ui = mu + b_u + c_i + q_i.z_u - r_ui`:
 
@@ -245,9 +260,7 @@ Each product is one of MF's compiled passes plus two sparse products with `A`; G
 SPEC = ModelSpec(
     name="svdpp", summary="SVD++: biased MF with implicit feedback from the items each user rated",
     hyper=SVDppHyper,
-    build=lambda train, h: SVDpp(
-        train, rank=h.rank, reg=h.reg, reg_bias=h.reg_bias, weighting=h.weighting, init_scale=h.init_scale,
-        kernel=h.kernel),
+    build=lambda train, h, engine: SVDpp(train, h, engine=engine),
     baselines=lambda train, h: rating_baselines(train, h.reg_bias, h.weighting),
     title="SVD++ (biased matrix factorization with implicit feedback)", derivation=DERIVATION,
     headline=("rank", "reg"))

@@ -13,7 +13,7 @@ from typing import Callable
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from pipeline.objectives.base import Objective
+from pipeline.objectives.base import Objective, offers
 from pipeline.optim.base import BudgetSpent, CountedObjective, Listener, Monitor, OptimizeResult, StoppingRule
 
 
@@ -51,7 +51,7 @@ class NotApplicable(ValueError):
 
 def missing_capabilities(name: str, objective) -> list[str]:
     """What optimizer ``name`` needs that ``objective`` lacks (empty: it applies)."""
-    return [c for c in REGISTRY[name].needs if not callable(getattr(objective, c, None))]
+    return [c for c in REGISTRY[name].needs if not offers(objective, c)]
 
 
 def not_applicable(name: str, objective, model: str | None = None) -> str | None:
