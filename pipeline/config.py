@@ -79,6 +79,22 @@ class DataConfig:
 
 
 @dataclass(frozen=True)
+class StudyConfig:
+    """A study's suite and budgets, with its defaults said here once: every problem of
+    ``datasets x grid x seeds`` (``grid``: hyperparameter -> values; a model without one of them
+    is an error), each method stopped by ``rule``, each problem's ``f*`` from
+    ``reference_passes`` passes per phase."""
+
+    datasets: tuple[str, ...] = ("synthetic",)
+    grid: dict = field(default_factory=lambda: {"rank": (5, 20, 50), "reg": (0.02, 0.1)})
+    seeds: tuple[int, ...] = (0, 1, 2)
+    reference_passes: int = 2000
+    # As tight as the reference, so the targets, not the gradient test, end the race; the seconds
+    # set so that the passes budget, the same on any machine, ends every run of the default suite here.
+    rule: StoppingRule = field(default_factory=lambda: StoppingRule(gtol=1e-10, max_passes=600, max_seconds=30.0))
+
+
+@dataclass(frozen=True)
 class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -87,7 +103,7 @@ class RunConfig:
     # (L-BFGS needs 2,086, ALS 2,150, Newton-CG 3,500; docs/optimizers.md).
     rule: StoppingRule = field(default_factory=lambda: StoppingRule(gtol=1e-5, max_passes=4000))
     optimizers: tuple[str, ...] = DEFAULT_OPTIMIZERS
-    gd_step: float | None = None
+    optimizer_options: dict = field(default_factory=dict)  # method -> its own options, e.g. {"gd": {"step": 0.5}}
     seed: int = 0
     seeds: tuple[int, ...] = ()  # several initialization seeds: one repeat each
     kernel: str = "auto"         # what computes the sums on each machine (numba, numpy; auto: numba); not a hyperparameter

@@ -277,6 +277,10 @@ def describe_costs(costs: dict[str, float]) -> str:
 
 
 # -- performance profiles --------------------------------------------------------------------------
+PROFILE_TAUS = np.logspace(0, 3, 121)  # 1 to 1000 times the best method's cost
+TO_TARGET = ("passes_to_", "seconds_to_")  # the metrics that are costs to a target (nan: not reached)
+
+
 def profile(costs: pd.DataFrame, taus: np.ndarray) -> pd.DataFrame:
     """Dolan-More profiles: ``costs`` has one row per problem, one column per method (nan = not
     reached); returns one column per method, ``rho_s(tau)`` for each ``tau`` in ``taus``."""

@@ -473,3 +473,22 @@ def write_report(logged: dict, folder: str | Path) -> Path:
     path = folder / "report.md"
     path.write_text("\n".join(text))
     return path
+
+
+def profile_headline(profiles: dict[str, pd.DataFrame], n_problems: int) -> list[str]:
+    """For each unit and target: which methods are fastest most often (rho at tau = 1) and which
+    get there most often at all (rho at the largest tau), read off the profiles."""
+    lines = []
+    for name, prof in profiles.items():
+        unit, key = name.split("-", 1)
+        what = "within 1e-4 of its own best validation RMSE" if key == "val" else f"(f - f*)/|f*| <= {key}"
+        first, last = prof.iloc[0], prof.iloc[-1]
+        if last.max() == 0:
+            lines.append(f"{what}, in {unit}: no method reached it on any of the {n_problems} problems.")
+            continue
+        top = first[first == first.max()].index.tolist()
+        most = last[last == last.max()].index.tolist()
+        lines.append(f"{what}, in {unit}: fastest on the most problems: {', '.join(top)} "
+                     f"({first.max():.0%} of {n_problems}); reached it on the most problems: {', '.join(most)} "
+                     f"({last.max():.0%}, within {race.PROFILE_TAUS[-1]:.0f}x the best cost).")
+    return lines

@@ -83,6 +83,11 @@ class GridSearch:
             self.points = [self.points[j] for j in sorted(pick)]
         self.n_trials = len(self.points)
 
+    def check(self, make) -> None:
+        """``make(params)`` for every point of the grid: an invalid one is a one-line error before any fit."""
+        for params in self.points:
+            make(params)
+
     def describe(self) -> dict:
         return {"search": "grid", "grid": repr(self.grid), "trials": self.n_trials}
 
@@ -169,6 +174,9 @@ class TpeSearch:
         """A stored trial's params under the model's names (``reg[count]`` -> ``reg``)."""
         return {key.split("[")[0]: value for key, value in stored.items()}
 
+    def check(self, make) -> None:
+        """Nothing to check ahead: the ranges were checked when the space was made (``tpe_space``)."""
+
     def describe(self) -> dict:
         return {"search": "tpe", "space": repr(self.space), "trials": self.n_trials,
                 "study": self.study.study_name, "resumed_trials": self.resumed}
@@ -232,3 +240,29 @@ class TpeSearch:
                 out.append(f"{key} = {best[key]:g} is at the {side} of the range searched ({what.low:g} to "
                            f"{what.high:g}): widen the range past it")
         return out
+
+
+def _grid(axes: dict, trials: int | None, seed: int, storage: str, name: str) -> GridSearch:
+    return GridSearch(axes, trials, seed)
+
+
+def _tpe(axes: dict, trials: int | None, seed: int, storage: str, name: str) -> TpeSearch:
+    space = tpe_space(axes)
+    return TpeSearch(space, trials or DEFAULT_TRIALS, seed=seed, storage=storage, name=f"{name}-{space_label(space)}")
+
+
+SEARCHES = {"tpe": _tpe, "grid": _grid}  # `recsys sweep --search` -> how to build it
+
+
+def make_search(kind: str, given: dict, own: set[str], trials: int | None, seed: int, make, storage: str,
+                name: str):
+    """The search ``recsys sweep --search KIND`` runs. ``given``: hyperparameter -> the values or
+    range the user gave (None: this search's default, for a hyperparameter the model has, ``own``);
+    an axis given for a hyperparameter the model lacks, or a choice it does not accept, is a
+    ValueError from ``make(params)`` (the model's spec). A TPE study is kept in ``storage`` under
+    ``name`` and the space, so a rerun of the same sweep resumes it."""
+    axes = {k: list(v) if v is not None else DEFAULT_AXES[kind][k] for k, v in given.items() if k in own or v is not None}
+    for key, values in axes.items():
+        for value in (values if isinstance(values, list) and all(isinstance(v, str) for v in values) else []):
+            make({key: value})  # a choice the model does not have: its one-line error
+    return SEARCHES[kind](axes, trials, seed, storage, name)

@@ -65,4 +65,4 @@ def small_file(tmp_path, runner):
 @pytest.fixture(autouse=True)
 def _artifacts_stay_in_tmp(tmp_path, monkeypatch):
     """Commands run by the tests keep their MLflow artifacts under tmp_path, never in the project."""
-    monkeypatch.setattr("pipeline.cli.options.project_root", lambda *_a, **_k: tmp_path)
+    monkeypatch.setattr("pipeline.cli.output.project_root", lambda *_a, **_k: tmp_path)

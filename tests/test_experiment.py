@@ -27,7 +27,7 @@ def test_the_same_seed_gives_identical_metrics(small_synthetic):
 
 
 def test_a_diverging_method_stops_with_a_reason_and_the_others_go_on(small_synthetic):
-    out = experiment.compare(cfg(optimizers=("gd", "lbfgs"), gd_step=1e5), ratings=small_synthetic)
+    out = experiment.compare(cfg(optimizers=("gd", "lbfgs"), optimizer_options={"gd": {"step": 1e5}}), ratings=small_synthetic)
     reasons = dict(zip(out.table["optimizer"], out.table["reason"]))
     assert reasons["gd"] == "diverged"
     assert reasons["lbfgs"] in ("converged", "max_iter")

@@ -232,7 +232,7 @@ def test_an_interrupted_trial_is_told_failed_not_left_running(small_synthetic, t
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
-    monkeypatch.setattr(experiment, "fit", interrupted)
+    monkeypatch.setattr("pipeline.experiment.tuning.fit", interrupted)
     with pytest.raises(KeyboardInterrupt):
         experiment.sweep(cfg(), TpeSearch(SPACE, 3, seed=0, storage=storage, name="k"), "lbfgs",
                          ratings=small_synthetic)

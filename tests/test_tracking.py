@@ -71,13 +71,14 @@ def test_links_name_the_experiment_and_the_runs(comparison):
 def test_a_failing_method_fails_alone(tracking_uri, tmp_path, small_synthetic, monkeypatch):
     """Its run is FAILED with a one-line reason, the methods after it run, the table shows it."""
     tracker = MlflowTracker(tracking_uri, artifact_root=tmp_path / "artifacts")
-    real = experiment.minimize
+    from pipeline.experiment import fitting
+    real = fitting.minimize
 
     def boom(name, *args, **kwargs):
         if name == "gd":
             raise RuntimeError("boom\nsecond line")
         return real(name, *args, **kwargs)
-    monkeypatch.setattr(experiment, "minimize", boom)
+    monkeypatch.setattr(fitting, "minimize", boom)
     out = experiment.compare(small_cfg(("gd", "lbfgs")), tracker, ratings=small_synthetic)
     runs = {r.info.run_name: r for r in tracker.client.search_runs([tracker.experiment_id])}
     assert runs["gd"].info.status == "FAILED"

@@ -1,8 +1,10 @@
 """The ``recsys`` command line (also ``python -m pipeline``): the only package that imports click.
 
 One module per command group: ``data`` (synth, fetch, describe, split), ``fit`` (train, compare,
-study, sweep, check-grad), ``serve`` (recommend), ``runs`` (report, ui, runs repair); ``options``
-holds what they share (parameter types, option groups, the run configuration built from them).
+study, sweep, check-grad), ``serve`` (recommend), ``runs`` (report, ui, runs repair). What they
+share, one job per module: ``types`` (parameter types, the one-line input error), ``options`` (the
+option groups), ``config`` (the run configuration and engine built from them), ``output``
+(progress printers, the tracker) and ``errors`` (one-line errors, signals).
 
 Commands are thin: parse options into a :class:`pipeline.config.RunConfig`, call
 :mod:`pipeline.experiment`, print. Bad input ends with one line on stderr and exit code 2.
@@ -14,7 +16,8 @@ import signal
 
 import click
 
-from pipeline.cli.options import InputError, _stop  # noqa: F401 - InputError is part of the face
+from pipeline.cli.errors import stop_on_signal
+from pipeline.cli.types import InputError  # noqa: F401 - part of the face
 from pipeline.config import load_toml_defaults
 
 COMMANDS = ["train", "compare", "study", "sweep", "report", "recommend", "check-grad", "ui"]
@@ -59,7 +62,7 @@ from pipeline.cli import data, fit, runs, serve  # noqa: E402,F401
 
 def main() -> None:
     for sig in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, _stop)
+        signal.signal(sig, stop_on_signal)
     cli(prog_name="recsys")
 
 

@@ -7,8 +7,11 @@ from pathlib import Path
 import click
 
 from pipeline.cli import cli
-from pipeline.cli.options import (DownloadProgress, Finite, _data_config, data_options_no_dataset,
-                                 input_errors, split_options)
+from pipeline.cli.config import data_config
+from pipeline.cli.errors import input_errors
+from pipeline.cli.options import data_options_no_dataset, split_options
+from pipeline.cli.output import DownloadProgress
+from pipeline.cli.types import Finite
 from pipeline.config import RunConfig
 from pipeline.data import SyntheticSpec, generate, write_udata
 
@@ -65,7 +68,7 @@ def describe(dataset, **kw):
     part would hold (with cold-start rows) for DATASET (a name or a path, as --dataset takes)."""
     from pipeline import experiment
     kw["dataset"] = dataset
-    d = experiment.describe(RunConfig(data=_data_config(kw)), progress=DownloadProgress())
+    d = experiment.describe(RunConfig(data=data_config(kw)), progress=DownloadProgress())
     click.echo(f"{dataset}: {d['n_ratings']:,} ratings, {d['n_users']:,} users, {d['n_items']:,} items, "
                f"density {d['density']:.4%}, mean rating {d['rating_mean']:.3f}, "
                f"scale {d['rating_min']:g}..{d['rating_max']:g}, timestamps {'yes' if d['has_timestamps'] else 'no'}")
@@ -92,7 +95,7 @@ def split_command(dataset, out_dir, **kw):
     from pipeline import experiment
     from pipeline.data import write_udata
     kw["dataset"] = dataset
-    _, splits = experiment.load_splits(_data_config(kw), progress=DownloadProgress())
+    _, splits = experiment.load_splits(data_config(kw), progress=DownloadProgress())
     for s in splits:
         folder = Path(out_dir) / (f"fold-{s.fold}" if s.fold is not None else "")
         for part in ("train", "validation", "test"):

@@ -10,18 +10,20 @@ from pathlib import Path
 import click
 
 from pipeline.cli import cli
-from pipeline.cli.options import (DownloadProgress, Finite, InputError, OptimizerList, Progress, REGISTER,
-                                 ValueList, _config, _finite_float, _tracker, engine_session, fit_options, input_errors,
-                                 run_options)
-from pipeline.config import DEFAULT_OPTIMIZERS, DataConfig, ModelConfig, RunConfig
-from pipeline.objectives import MODELS, WEIGHTINGS
+from pipeline.cli.config import engine_session, run_config
+from pipeline.cli.errors import input_errors
+from pipeline.cli.options import (REGISTER, data_options_no_dataset, fit_options, model_options, run_options,
+                                  split_options, tracking_options)
+from pipeline.cli.output import DownloadProgress, Progress, tracker_for
+from pipeline.cli.types import Finite, InputError, OptimizerList, ValueList, finite_float
+from pipeline.config import DEFAULT_OPTIMIZERS, StudyConfig
 from pipeline.optim import REGISTRY, StoppingRule
 
 
 def _run_comparison(optimizers, kw) -> None:
     from pipeline import experiment, report
-    cfg = _config(kw, optimizers)
-    tracker = _tracker(kw)
+    cfg = run_config(kw, optimizers)
+    tracker = tracker_for(kw)
 
     def started(prep):
         d = prep.ratings.describe()
@@ -55,8 +57,8 @@ def _run_comparison(optimizers, kw) -> None:
         click.echo("")
         click.echo(f"MLflow experiment: {result.links['experiment']}")
         click.echo(f"compare the runs:  {result.links['compare']}")
-        if result.model_uris:
-            best = min(result.model_uris, key=lambda n: result.metrics[n]["val_rmse"])  # model selection: validation
+        best = result.best()  # model selection: validation RMSE
+        if best in result.model_uris:
             click.echo(f"best model ({best}): recsys recommend --model-uri {result.model_uris[best]} --user ID")
             if kw.get("register"):
                 version = tracker.register(result.model_uris[best], kw["register"])
@@ -92,54 +94,46 @@ def compare(optimizers, **kw):
 
 
 @cli.command()
-@click.option("--datasets", type=ValueList(str, "dataset"), default="synthetic", show_default=True,
+@click.option("--datasets", type=ValueList(str, "dataset"), default=",".join(StudyConfig().datasets), show_default=True,
               help="Comma-separated datasets of the suite (names or paths, as --dataset takes).")
 @click.option("--optimizers", type=OptimizerList(), default=",".join(REGISTRY), show_default=True,
               help="The methods compared on every problem.")
-@click.option("--ranks", type=ValueList(int, "integer"), default="5,20,50", show_default=True)
-@click.option("--regs", type=ValueList(_finite_float, "finite number"), default="0.02,0.1", show_default=True)
-@click.option("--seeds", "seed_list", type=ValueList(int, "integer"), default="0,1,2", show_default=True,
-              help="Starting points per (dataset, rank, reg).")
-@click.option("--model", type=click.Choice(list(MODELS)), default="mf", show_default=True,
-              help="The model of every problem (one with a rank and a penalty: the suite varies them).")
-@click.option("--reg-bias", type=Finite(min=0), default=None, help="Bias penalty [default: the model's].")
-@click.option("--weighting", type=click.Choice(WEIGHTINGS), default=None, help="Penalty weights [default: the model's].")
-@click.option("--gtol", type=Finite(min=0), default=1e-10, show_default=True,
+@click.option("--ranks", type=ValueList(int, "integer"), default=",".join(map(str, StudyConfig().grid["rank"])),
+              show_default=True, help="The suite's ranks (a model without a rank: leave out).")
+@click.option("--regs", type=ValueList(finite_float, "finite number"),
+              default=",".join(map(str, StudyConfig().grid["reg"])), show_default=True, help="The suite's factor penalties.")
+@click.option("--seeds", "seed_list", type=ValueList(int, "integer"), default=",".join(map(str, StudyConfig().seeds)),
+              show_default=True, help="Starting points per (dataset, rank, reg).")
+@click.option("--gtol", type=Finite(min=0), default=StudyConfig().rule.gtol, show_default=True,
               help="Stop a method at ||g||/||g0|| <= GTOL [default: as tight as the reference, so the targets, "
                    "not the gradient test, end the race]")
-@click.option("--max-passes", type=click.IntRange(min=1), default=600, show_default=True,
+@click.option("--max-passes", type=click.IntRange(min=1), default=StudyConfig().rule.max_passes, show_default=True,
               help="Budget per method and problem, in data passes.")
-@click.option("--max-seconds", type=Finite(min=0, min_open=True), default=30.0, show_default=True,
-              help="Wall-time safety net per method and problem (set so that the passes budget, which is the "
-                   "same on any machine, ends every run of the default suite here).")
-@click.option("--reference-passes", type=click.IntRange(min=1), default=2000, show_default=True,
-              help="Budget of each phase of the reference solve (L-BFGS, then Newton-CG) per problem, in passes.")
-@click.option("--split-seed", type=int, default=0, show_default=True)
-@click.option("--data-dir", type=click.Path(file_okay=False), default="data", show_default=True)
-@click.option("--cache/--no-cache", default=True, show_default=True,
-              help="Cache parsed files and each problem's reference optimum under DATA_DIR/cache.")
-@click.option("--tracking-uri", default=None,
-              help="MLflow tracking URI [default: $MLFLOW_TRACKING_URI, else sqlite:///<project>/mlflow.db].")
-@click.option("--no-tracking", is_flag=True, help="Do not log to MLflow.")
+@click.option("--max-seconds", type=Finite(min=0, min_open=True), default=StudyConfig().rule.max_seconds,
+              show_default=True, help="Wall-time safety net per method and problem (set so that the passes budget, "
+                                      "which is the same on any machine, ends every run of the default suite here).")
+@click.option("--reference-passes", type=click.IntRange(min=1), default=StudyConfig().reference_passes,
+              show_default=True, help="Budget of each phase of the reference solve (L-BFGS, then Newton-CG) per "
+                                      "problem, in passes.")
 @click.option("--quiet", "-q", is_flag=True, help="No per-iteration progress.")
+@data_options_no_dataset
+@split_options
+@model_options
+@tracking_options
 @input_errors
-def study(datasets, optimizers, ranks, regs, seed_list, model, reg_bias, weighting, gtol, max_passes, max_seconds,
-          reference_passes, split_seed, data_dir, cache, tracking_uri, no_tracking, quiet):
+def study(datasets, optimizers, ranks, regs, seed_list, gtol, max_passes, max_seconds, reference_passes, quiet, **kw):
     """Run the methods over a suite of problems (datasets x ranks x regs x seeds) and draw Dolan-More
     performance profiles in data passes and in seconds for each target (logged at the parent run)."""
     from pipeline import experiment
-    if min(ranks) < 1 or min(regs) < 0:
-        raise InputError("bad suite: ranks >= 1 and penalties >= 0")
-    cfg = RunConfig(data=DataConfig(seed=split_seed, data_dir=data_dir, cache=cache),
-                    model=ModelConfig.of(model, **{k: v for k, v in (("reg_bias", reg_bias), ("weighting", weighting))
-                                                   if v is not None}),
-                    rule=StoppingRule(gtol=gtol, max_passes=max_passes, max_seconds=max_seconds),
-                    optimizers=tuple(optimizers))
-    tracker = _tracker({"no_tracking": no_tracking, "tracking_uri": tracking_uri})
+    cfg = run_config({**kw, "dataset": datasets[0]}, optimizers)
+    own = {f.name for f in dataclasses.fields(cfg.model.hyper)}
+    grid = {k: v for k, v in (("rank", ranks), ("reg", regs)) if k in own}
+    suite = StudyConfig(datasets=tuple(datasets), grid=grid, seeds=tuple(seed_list), reference_passes=reference_passes,
+                        rule=StoppingRule(gtol=gtol, max_passes=max_passes, max_seconds=max_seconds))
+    tracker = tracker_for(kw)
     try:
-        out = experiment.study(cfg, list(datasets), list(ranks), list(regs), list(seed_list), tracker,
-                               None if quiet else Progress(10.0), note=lambda msg: click.echo(msg, err=True),
-                               reference_passes=reference_passes)
+        out = experiment.study(cfg, suite, tracker, None if quiet else Progress(10.0),
+                               note=lambda msg: click.echo(msg, err=True))
     except ValueError as exc:
         raise InputError(str(exc)) from None
     click.echo("")
@@ -162,11 +156,11 @@ def study(datasets, optimizers, ranks, regs, seed_list, model, reg_bias, weighti
                    "combination of the values given.")
 @click.option("--ranks", type=ValueList(int, "integer"), default=None,
               help="Ranks: a range LOW,HIGH for tpe [default 5,100]; values for grid [default 10,20,50].")
-@click.option("--regs", type=ValueList(_finite_float, "finite number"), default=None,
+@click.option("--regs", type=ValueList(finite_float, "finite number"), default=None,
               help="Factor penalties: a range for tpe, for every weighting [default 0.003,3 with count, 0.3,300 "
                    "with none: an unweighted penalty is charged per row, not per rating]; values for grid "
                    "[default 0.03,0.05,0.1].")
-@click.option("--reg-biases", type=ValueList(_finite_float, "finite number"), default=None,
+@click.option("--reg-biases", type=ValueList(finite_float, "finite number"), default=None,
               help="Bias penalties: a range for tpe, for every weighting [default 0.0003,3 with count, 0.03,300 "
                    "with none]; values for grid [default 0.05].")
 @click.option("--weightings", type=ValueList(str, "weighting"), default=None,
@@ -188,36 +182,25 @@ def sweep(optimizer, search, ranks, regs, reg_biases, weightings, val_fraction, 
     the edge of what was searched is said. Trials stop 10 iterations after their best validation
     RMSE unless --patience says otherwise."""
     from pipeline import experiment
-    from pipeline.search import (DEFAULT_AXES, DEFAULT_PATIENCE, DEFAULT_TRIALS, GridSearch, TpeSearch,
-                                 space_label, tpe_space)
-    cfg = _config(kw, (optimizer,))
+    from pipeline.search import DEFAULT_PATIENCE, make_search
+    cfg = run_config(kw, (optimizer,))
     if kw.get("patience") is None:  # a trial is over once its validation RMSE has stopped improving
         cfg = replace(cfg, rule=replace(cfg.rule, patience=DEFAULT_PATIENCE))
-    tracker = _tracker(kw)
-    # Each axis applies to a model that has that hyperparameter (logreg has a reg, not a rank);
-    # an axis given on the command line for a model without it is an error, from the model's spec.
+    tracker = tracker_for(kw)
     given = {"rank": ranks, "reg": regs, "reg_bias": reg_biases, "weighting": weightings}
     own = {f.name for f in dataclasses.fields(cfg.model.hyper)}
-    axes = {k: list(v) if v is not None else DEFAULT_AXES[search][k] for k, v in given.items()
-            if k in own or v is not None}
-    bad = [w for w in axes.get("weighting", []) if w not in WEIGHTINGS]
-    if bad:
-        raise InputError(f"--weightings: {bad[0]!r} is not one of {', '.join(WEIGHTINGS)}")
-    if search == "grid":
-        proposer = GridSearch(axes, trials, cfg.seed)
-    else:
-        try:
-            space = tpe_space(axes)
-        except ValueError as exc:
-            raise InputError(str(exc)) from None
-        name = "-".join([Path(cfg.data.train_file or cfg.data.dataset).parent.name or cfg.data.dataset, cfg.model.model,
-                         optimizer, f"seed{cfg.seed}", f"split{cfg.data.seed}", space_label(space)])
-        storage = study_storage or f"sqlite:///{Path(cfg.data.data_dir).resolve() / 'optuna.db'}"
-        Path(cfg.data.data_dir).mkdir(parents=True, exist_ok=True)
-        proposer = TpeSearch(space, trials or DEFAULT_TRIALS, seed=cfg.seed, storage=storage, name=name)
-        if proposer.resumed:
-            click.echo(f"note: resuming study {name}: {proposer.resumed} of {proposer.n_trials} trials done before",
-                       err=True)
+    data = cfg.data
+    name = "-".join([Path(data.train_file or data.dataset).parent.name or data.dataset, cfg.model.model, optimizer,
+                     f"seed{cfg.seed}", f"split{data.seed}"])
+    Path(data.data_dir).mkdir(parents=True, exist_ok=True)
+    storage = study_storage or f"sqlite:///{Path(data.data_dir).resolve() / 'optuna.db'}"
+    try:
+        proposer = make_search(search, given, own, trials, cfg.seed, lambda p: cfg.model.with_values(**p), storage, name)
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
+    if getattr(proposer, "resumed", 0):
+        click.echo(f"note: resuming study {proposer.study.study_name}: {proposer.resumed} of {proposer.n_trials} "
+                   "trials done before", err=True)
 
     def on_trial(j, n, params, val):
         shown = f"val_rmse {val:.4f}" if val is not None else "pruned"
@@ -257,7 +240,7 @@ def check_grad(directions, **kw):
     """
     from pipeline import experiment
     try:
-        errors = experiment.check_grad(_config(kw, ()), n_directions=directions)
+        errors = experiment.check_grad(run_config(kw, ()), n_directions=directions)
     except ValueError as exc:
         raise InputError(str(exc)) from None
     for k, v in errors.items():

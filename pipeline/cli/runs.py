@@ -9,7 +9,10 @@ from pathlib import Path
 import click
 
 from pipeline.cli import cli
-from pipeline.cli.options import InputError, _note_repaired, input_errors
+from pipeline.cli.errors import input_errors
+from pipeline.cli.options import TRACKING_URI
+from pipeline.cli.output import note_repaired
+from pipeline.cli.types import InputError
 from pipeline.config import default_tracking_uri, project_root
 
 
@@ -18,8 +21,7 @@ from pipeline.config import default_tracking_uri, project_root
 @click.option("--experiment", default=None, help="Look for the newest comparison in this experiment only.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
               help="Folder for report.md and its figures [default: reports/<experiment>-<run>].")
-@click.option("--tracking-uri", default=None,
-              help="MLflow tracking URI [default: $MLFLOW_TRACKING_URI, else sqlite:///<project>/mlflow.db].")
+@TRACKING_URI
 @input_errors
 def report(run_id, experiment, out_dir, tracking_uri):
     """Write the case study of a logged comparison (Markdown + PNG figures) and log it to its run."""
@@ -46,21 +48,19 @@ def runs():
 
 
 @runs.command()
-@click.option("--tracking-uri", default=None,
-              help="MLflow tracking URI [default: $MLFLOW_TRACKING_URI, else sqlite:///<project>/mlflow.db].")
+@TRACKING_URI
 @input_errors
 def repair(tracking_uri):
     """Mark FAILED the RUNNING runs of this machine whose process is gone (killed with SIGKILL, a
     power loss). Every command that logs runs does this check when it starts."""
     from pipeline.tracking import MlflowTracker
     repaired = MlflowTracker(tracking_uri or default_tracking_uri()).repair()
-    _note_repaired(repaired)
+    note_repaired(repaired)
     click.echo(f"{len(repaired)} run(s) repaired")
 
 
 @cli.command()
-@click.option("--tracking-uri", default=None,
-              help="MLflow tracking URI [default: $MLFLOW_TRACKING_URI, else sqlite:///<project>/mlflow.db].")
+@TRACKING_URI
 @click.option("--port", type=click.IntRange(1, 65535), default=5000, show_default=True)
 @input_errors
 def ui(tracking_uri, port):

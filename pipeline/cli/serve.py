@@ -7,7 +7,9 @@ from pathlib import Path
 import click
 
 from pipeline.cli import cli
-from pipeline.cli.options import InputError, input_errors
+from pipeline.cli.errors import input_errors
+from pipeline.cli.options import TRACKING_URI
+from pipeline.cli.types import InputError
 from pipeline.config import default_tracking_uri
 
 
@@ -17,8 +19,7 @@ from pipeline.config import default_tracking_uri
 @click.option("--users", "users_file", type=click.Path(exists=True, dir_okay=False), default=None,
               help="A file of raw user ids, one per line (vectorized over all of them).")
 @click.option("-n", "n", type=click.IntRange(min=1), default=10, show_default=True, help="Items per user.")
-@click.option("--tracking-uri", default=None,
-              help="MLflow tracking URI [default: $MLFLOW_TRACKING_URI, else sqlite:///<project>/mlflow.db].")
+@TRACKING_URI
 @input_errors
 def recommend(model_uri, user_ids, users_file, n, tracking_uri):
     """Top-n items each user has not rated in training, from a logged model (titles when known).

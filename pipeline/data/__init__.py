@@ -16,7 +16,7 @@ from pipeline.data.synthetic import SyntheticSpec, generate
 
 __all__ = [
     "CATALOG", "DataError", "FORMATS", "METHODS", "Ratings", "ReadOptions", "Split", "SyntheticSpec",
-    "fetch", "filter_min_counts", "from_raw", "generate", "kfold_splits", "load_dataset", "load_predefined",
+    "describe", "fetch", "filter_min_counts", "from_raw", "generate", "kfold_splits", "load_dataset", "load_predefined",
     "make_splits", "random_split", "read_ratings", "read_udata", "temporal_split", "user_split", "write_udata",
 ]
 
@@ -65,3 +65,19 @@ def load_predefined(train: str, test: str, validation: str | None = None,
     train_idx, test_idx = idx[0], idx[-1]
     val_idx = idx[1] if validation else np.array([], dtype=np.int64)
     return Split(whole.subset(train_idx), whole.subset(val_idx), whole.subset(test_idx), seed=0, method="predefined")
+
+
+def describe(ratings: Ratings, splits: list[Split]) -> dict:
+    """Shape, density, rating histogram, count quantiles, and what each split part holds."""
+    d = ratings.describe()
+    values, counts = np.unique(ratings.ratings, return_counts=True)
+    d["histogram"] = {f"{v:g}": int(c) for v, c in zip(values, counts)}
+    q = [0.0, 0.1, 0.25, 0.5, 0.75, 0.9, 1.0]
+    per_user = np.bincount(ratings.users, minlength=ratings.n_users)
+    per_item = np.bincount(ratings.items, minlength=ratings.n_items)
+    d["per_user_quantiles"] = dict(zip(map(str, q), np.quantile(per_user, q).tolist()))
+    d["per_item_quantiles"] = dict(zip(map(str, q), np.quantile(per_item, q).tolist()))
+    d["has_timestamps"] = ratings.timestamps is not None
+    d["splits"] = [{"method": s.method, "fold": s.fold, "train": len(s.train), "validation": len(s.validation),
+                    "test": len(s.test), **s.cold_counts()} for s in splits]
+    return d

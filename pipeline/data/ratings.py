@@ -51,6 +51,24 @@ class Ratings:
     def __len__(self) -> int:
         return len(self.ratings)
 
+    def concat(self, other: "Ratings") -> "Ratings":
+        """This and ``other``, two subsets of one dataset (same vocabularies), as one."""
+        cat = lambda x, y: None if x is None or y is None else np.concatenate([x, y])  # noqa: E731
+        return Ratings(users=np.concatenate([self.users, other.users]), items=np.concatenate([self.items, other.items]),
+                       ratings=np.concatenate([self.ratings, other.ratings]), user_ids=self.user_ids,
+                       item_ids=self.item_ids, rating_scale=self.rating_scale,
+                       timestamps=cat(self.timestamps, other.timestamps), name=self.name, source=self.source,
+                       extra=self.extra)
+
+    def to_frame(self) -> "pd.DataFrame":
+        """``user, item, rating[, timestamp]`` in raw ids (what MLflow's dataset record holds)."""
+        import pandas as pd
+        frame = pd.DataFrame({"user": self.user_ids[self.users], "item": self.item_ids[self.items],
+                              "rating": self.ratings})
+        if self.timestamps is not None:
+            frame["timestamp"] = self.timestamps
+        return frame
+
     def subset(self, index: np.ndarray) -> "Ratings":
         """The ratings at ``index`` (positions or a boolean mask), same vocabularies."""
         return Ratings(
