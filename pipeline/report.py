@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline import race
+from pipeline.optim import REGISTRY
 from pipeline.optim.base import OptimizeResult
 from pipeline.schema import BEST_VAL, GAP, TABLE_COLUMNS, TARGET_KEYS, TARGETS, history_from_curves
 
@@ -244,35 +245,6 @@ def format_table(frame: pd.DataFrame) -> str:
 
 
 # -- the case-study report ----------------------------------------------------------------------
-METHOD_NOTES = {
-    "gd": "Gradient descent with Armijo backtracking: one loss+gradient per trial step, the accepted one's "
-          "gradient kept (the table gives its passes and iterations). Near a minimum it converges linearly, at "
-          "a rate set by the Hessian's condition number there.",
-    "gd-bb": "Gradient descent with Barzilai-Borwein steps (s.s/s.y) and a nonmonotone line search (GLL, memory "
-             "10): the standard strong first-order baseline; one loss+gradient per trial step.",
-    "gd-momentum": "Nesterov's accelerated gradient with function-value restart: the same cost per step as "
-                   "gradient descent, with a rate that depends on the square root of the condition number.",
-    "newton-cg": "Truncated Newton (scipy Newton-CG) with our exact Hessian-vector product: conjugate gradients "
-                 "on H d = -g, stopped early by a forcing term, and on negative curvature; then a Wolfe line "
-                 "search. Superlinear near a minimum; each step costs as many data passes as CG iterations.",
-    "newton-pcg": "Truncated Newton with conjugate gradients preconditioned by the Hessian's block diagonal (per user "
-                  "and per item the (k+1)-square block, ALS's normal matrices, Cholesky-factored once per outer "
-                  "iteration at the cost of two passes): CG then needs far fewer Hessian-vector products; negative "
-                  "curvature ends CG; Armijo line search.",
-    "newton-cg-gn": "Newton-CG with the Gauss-Newton product (residual curvature dropped): never meets negative "
-                    "curvature, converges linearly when residuals are not small.",
-    "trust-ncg": "Trust-region Newton with Steihaug CG: follows negative curvature to the region's boundary "
-                 "instead of stopping, which matters near the saddle at small factors.",
-    "trust-krylov": "Trust-region Newton solving the subproblem nearly exactly on a Krylov space (GLTR): more "
-                    "Hessian-vector products per step, fewer steps.",
-    "lbfgs": "L-BFGS-B: a quasi-Newton model from the last 10 gradient differences; one loss+gradient per step "
-             "most of the time; no Hessian-vector products.",
-    "cg": "Nonlinear conjugate gradient (Polak-Ribiere) with a Wolfe line search.",
-    "als": "Alternating least squares: exact ridge solves for every user (factors and bias), then every item; "
-           "two data passes per sweep; the objective never increases.",
-    "sgd": "Per-rating stochastic gradient descent (Surprise's SVD update) with a 1/t step schedule; one data "
-           "pass per epoch, cheap per pass, slow to the exact minimum.",
-}
 
 def results_from_logged(children: list[dict]) -> dict[str, OptimizeResult]:
     """Rebuild optimizer histories from logged curves (what the report and its figures need)."""
@@ -316,16 +288,22 @@ def findings(table: pd.DataFrame) -> list[str]:
     and by seconds to the target, never by final wall time, and only methods that ran), each
     method's plateau (its best validation RMSE), where each method stopped and why, which converged
     above f* or ended below it, which failed and which did not apply."""
-    lines = []
     ran = _ran(table)
+    return (_target_lines(ran) + _stop_lines(ran) + _f_star_lines(ran) + _not_run_lines(table)
+            + _rmse_lines(table, ran))
+
+
+def _target_lines(ran: pd.DataFrame) -> list[str]:
+    """Per target: who reached it, ranked by passes and by seconds to it; who did not."""
+    lines: list[str] = []
+    if not len(ran):
+        return lines
     for key in TARGET_KEYS:
         what = ("within 1e-4 of its own best validation RMSE" if key == "val"
                 else f"(f - f*)/|f*| <= {key}")
         pcol, scol = f"passes_to_{key}", f"seconds_to_{key}"
         reached = ran[ran[pcol].notna()] if pcol in ran else ran.iloc[0:0]
         missed = [n for n in ran["optimizer"] if n not in set(reached["optimizer"])]
-        if not len(ran):
-            break
         if not len(reached):
             lines.append(f"No method {'came' if key == 'val' else 'reached'} {what} within its budget.")
             continue
@@ -333,19 +311,33 @@ def findings(table: pd.DataFrame) -> list[str]:
         by_sec = sorted(zip(reached["optimizer"], reached[scol]), key=lambda t: (t[1], t[0]))
         text = f"To {what}: by data passes {_names(by_pass, ' passes', '.0f')}; by seconds {_names(by_sec, ' s', '.2f')}."
         if key == "val" and reached[BEST_VAL].notna().sum() > 1:  # each its own plateau: say where they are
-            best = sorted(((n, v) for n, v in zip(reached["optimizer"], reached[BEST_VAL]) if not _missing(v)),
-                          key=lambda t: (t[1], t[0]))
-            if best[0][1] == best[-1][1]:
-                text += f" Every plateau is at validation RMSE {best[0][1]:.4f}."
-            else:
-                text += " The plateaus differ: best validation RMSE " + ", ".join(f"{n} {v:.4f}" for n, v in best) + "."
+            text += _plateaus(reached)
         if missed:
             text += f" Not reached: {', '.join(missed)}."
         lines.append(text)
+    return lines
+
+
+def _plateaus(reached: pd.DataFrame) -> str:
+    best = sorted(((n, v) for n, v in zip(reached["optimizer"], reached[BEST_VAL]) if not _missing(v)),
+                  key=lambda t: (t[1], t[0]))
+    if best[0][1] == best[-1][1]:
+        return f" Every plateau is at validation RMSE {best[0][1]:.4f}."
+    return " The plateaus differ: best validation RMSE " + ", ".join(f"{n} {v:.4f}" for n, v in best) + "."
+
+
+def _stop_lines(ran: pd.DataFrame) -> list[str]:
+    lines = []
     for _, row in ran.iterrows():
         iters = "" if _missing(row.get("iterations")) else f" in {row['iterations']:.0f} iterations"
         lines.append(f"{row['optimizer']} stopped after {row['data_passes']:.0f} data passes{iters} "
                      f"({row['seconds']:.2f} s): {_ending(row)}.")
+    return lines
+
+
+def _f_star_lines(ran: pd.DataFrame) -> list[str]:
+    """Which methods converged above f* (non-convexity) and which ended below it."""
+    lines = []
     notes = ran["note"].fillna("") if "note" in ran else pd.Series("", index=ran.index)
     above = ran[notes.str.contains(race.ABOVE_F_STAR, regex=False)]
     if len(above):
@@ -358,36 +350,36 @@ def findings(table: pd.DataFrame) -> list[str]:
     if len(below):
         lines.append(", ".join(f"{r.optimizer} ((f - f*)/|f*| = {r.rel_gap:.1e})" for r in below.itertuples())
                      + " ended below f*, at a lower point than the reference solvers found.")
-    for _, row in table[table["reason"] == "failed"].iterrows():
-        lines.append(f"{row['optimizer']} failed: {row.get('message') or 'an error'}.")
-    for _, row in table[table["reason"] == NOT_APPLICABLE].iterrows():
-        lines.append(f"{row['optimizer']} was not run: {row.get('message') or NOT_APPLICABLE}.")
-    scored = ran[ran["val_rmse"].notna()] if len(ran) else ran
-    if len(scored):
-        vr, tr = scored["val_rmse"], scored["test_rmse"]
-        if len(scored) == 1:
-            text = f"Validation RMSE {vr.iloc[0]:.4f}, test RMSE {tr.iloc[0]:.4f}."
-        else:
-            span = lambda v: f"{v.min():.4f} to {v.max():.4f}" if f"{v.min():.4f}" != f"{v.max():.4f}" else None  # noqa: E731
-            text = (f"Final validation RMSE spans {span(vr)} across the methods that ran" if span(vr)
-                    else f"Final validation RMSE is {vr.min():.4f} for every method that ran")
-            text += f"; test RMSE {span(tr)}." if span(tr) else f"; test RMSE {tr.min():.4f} for every one."
-        base = table[(table["reason"] == "baseline") & table["test_rmse"].notna()]
-        if len(base):
-            text += " Baselines' test RMSE: " + ", ".join(f"{r['optimizer']} {r['test_rmse']:.4f}"
-                                                         for _, r in base.iterrows()) + "."
-        lines.append(text)
     return lines
 
 
-# What a method does when its inner solver meets negative curvature (v.Hv < 0).
-ON_NEGATIVE_CURVATURE = {
-    "newton-cg": "scipy's Newton-CG stops CG and takes the direction built so far (steepest descent at the first "
-                 "CG step)",
-    "newton-pcg": "newton-pcg ends CG with the direction built so far (-M^-1 g at the first CG step)",
-    "trust-ncg": "trust-ncg follows it to the trust region's boundary",
-    "trust-krylov": "trust-krylov solves the trust-region subproblem on the Krylov space, the hard case included",
-}
+def _not_run_lines(table: pd.DataFrame) -> list[str]:
+    lines = [f"{row['optimizer']} failed: {row.get('message') or 'an error'}."
+             for _, row in table[table["reason"] == "failed"].iterrows()]
+    return lines + [f"{row['optimizer']} was not run: {row.get('message') or NOT_APPLICABLE}."
+                    for _, row in table[table["reason"] == NOT_APPLICABLE].iterrows()]
+
+
+def _rmse_lines(table: pd.DataFrame, ran: pd.DataFrame) -> list[str]:
+    """The spread of final validation and test RMSE over the methods that ran, and the baselines'."""
+    scored = ran[ran["val_rmse"].notna()] if len(ran) else ran
+    if not len(scored):
+        return []
+    vr, tr = scored["val_rmse"], scored["test_rmse"]
+    if len(scored) == 1:
+        text = f"Validation RMSE {vr.iloc[0]:.4f}, test RMSE {tr.iloc[0]:.4f}."
+    else:
+        span = lambda v: f"{v.min():.4f} to {v.max():.4f}" if f"{v.min():.4f}" != f"{v.max():.4f}" else None  # noqa: E731
+        text = (f"Final validation RMSE spans {span(vr)} across the methods that ran" if span(vr)
+                else f"Final validation RMSE is {vr.min():.4f} for every method that ran")
+        text += f"; test RMSE {span(tr)}." if span(tr) else f"; test RMSE {tr.min():.4f} for every one."
+    base = table[(table["reason"] == "baseline") & table["test_rmse"].notna()]
+    if len(base):
+        text += " Baselines' test RMSE: " + ", ".join(f"{r['optimizer']} {r['test_rmse']:.4f}"
+                                                     for _, r in base.iterrows()) + "."
+    return [text]
+
+
 
 
 def negative_curvature_sentence(counts: dict[str, float]) -> str | None:
@@ -396,7 +388,7 @@ def negative_curvature_sentence(counts: dict[str, float]) -> str | None:
     met = {k: int(v) for k, v in counts.items() if v and not _missing(v) and v > 0}
     if not met:
         return None
-    what = [ON_NEGATIVE_CURVATURE[k] for k in met if k in ON_NEGATIVE_CURVATURE]
+    what = [REGISTRY[k].on_negative_curvature for k in met if k in REGISTRY and REGISTRY[k].on_negative_curvature]
     return ("Negative curvature met by the inner solvers (Hessian-vector products with v.Hv < 0): "
             + ", ".join(f"{k} {v}" for k, v in met.items()) + "." + (" " + "; ".join(what) + "." if what else ""))
 
@@ -462,7 +454,7 @@ def write_report(logged: dict, folder: str | Path) -> Path:
             "within 1e-4 of their own best validation RMSE; final wall time ranks nothing.",
             "", "## The objective and its derivatives", "", spec.derivation, "## The methods", ""]
     for name in results:
-        text.append(f"- **{name}**: {METHOD_NOTES.get(name, '')}")
+        text.append(f"- **{name}**: {REGISTRY[name].notes if name in REGISTRY else ''}")
     text += ["", "## Results", "", markdown_table(table), ""]
     for f in figs:
         text += [f"![{f.stem}]({f.name})", ""]

@@ -18,8 +18,9 @@ Gauss-Newton product against ``J^T J`` (and positive semi-definite) and any prec
 predict and rank in raw ids); several optimizers agreeing on the minimum. A failure names the
 parameter block (``BLOCKS``, in ``unpack`` order) and shows the numbers. Only numpy is used here,
 so the package does not need pytest at run time. Override ``make_train`` (the tiny training
-set), ``point``, ``optimizers`` (non-convex models may need fewer) or the tolerances when a model
-needs it.
+set), ``point``, ``optimizers`` (non-convex models may need fewer), or the tolerances and
+finite-difference steps (class attributes: ``grad_rtol``, ``hessp_rtol``, ``grad_step``,
+``jacobian_step``, ``gn_rtol``, ``agree_atol``, ``gtol``) when a model needs it.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.data.ratings import Ratings
+from pipeline.objectives.base import offers
 from pipeline.optim import StoppingRule, minimize
 
 
@@ -78,8 +80,16 @@ def assert_close(objective, got: np.ndarray, want: np.ndarray, rtol: float, atol
 class ObjectiveContract:
     """Mix-in of contract tests; subclasses define :meth:`make_objective` and :meth:`loop_prediction`."""
 
+    # Tolerances and finite-difference steps, class attributes a model's test may set. A step is
+    # relative: the step taken is ``step * max(1, |x|_inf)``, scaled to the point checked.
     grad_rtol = 1e-6
     hessp_rtol = 1e-5
+    grad_step = 1e-6       # central differences of the loss (gradient) and of the gradient (hessp)
+    # The Gauss-Newton check differentiates the residuals twice: steps of 1e-2 are exact up to
+    # rounding for residuals of low polynomial degree (bilinear for MF); a model whose residuals
+    # are not polynomials (a link function) sets a smaller step and a looser tolerance.
+    jacobian_step = 1e-2
+    gn_rtol = 1e-6
     optimizers = ("newton-cg", "lbfgs", "trust-ncg")
     agree_atol = 1e-8
     gtol = 1e-7  # near 1e-8 the loss stops changing in float64 and line searches give up
@@ -103,6 +113,11 @@ class ObjectiveContract:
         return self.make_objective(train), train
 
     # -- helpers -------------------------------------------------------------------------------
+    @staticmethod
+    def scaled(step: float, x: np.ndarray) -> float:
+        """``step`` scaled to the point: ``step * max(1, |x|_inf)``."""
+        return float(step * max(1.0, float(np.abs(x).max())))
+
     @staticmethod
     def _fd_grad(objective, x, h=1e-6):
         g = np.zeros_like(x)
@@ -131,7 +146,8 @@ class ObjectiveContract:
     def test_gradient_matches_central_differences(self):
         f, _ = self._objective()
         x = self.point(f, np.random.default_rng(0))
-        assert_close(f, f.loss_grad(x)[1], self._fd_grad(f, x), self.grad_rtol, 1e-9, "gradient vs central differences")
+        fd = self._fd_grad(f, x, self.scaled(self.grad_step, x))
+        assert_close(f, f.loss_grad(x)[1], fd, self.grad_rtol, 1e-9, "gradient vs central differences")
 
     def test_hessp_matches_differences_of_the_gradient(self):
         f, _ = self._objective()
@@ -139,7 +155,7 @@ class ObjectiveContract:
         x = self.point(f, rng)
         for _ in range(3):
             v = rng.normal(size=f.n_params)
-            h = 1e-6
+            h = self.scaled(self.grad_step, x)
             fd = (f.loss_grad(x + h * v)[1] - f.loss_grad(x - h * v)[1]) / (2 * h)
             assert_close(f, f.hessp(x, v), fd, self.hessp_rtol, 1e-8, "hessp vs differences of the gradient")
 
@@ -164,7 +180,7 @@ class ObjectiveContract:
         Jacobian (itself by central differences of the residuals). A model without residuals
         must say its Gauss-Newton product is its Hessian (as logistic regression's is)."""
         f, _ = self._objective()
-        if not hasattr(f, "gnvp"):
+        if not offers(f, "gnvp"):
             return  # nothing offered, nothing to check
         self._symmetric_and_linear("gnvp")
         rng = np.random.default_rng(4)
@@ -175,12 +191,10 @@ class ObjectiveContract:
             assert vGv >= -1e-12 * (v @ v), f"gnvp not positive semi-definite: v.Gv = {vGv!r}"
         v = rng.normal(size=f.n_params)
         if hasattr(f, "residuals"):
-            # Steps for residuals that are polynomials of low degree (bilinear for MF): central
-            # differences are then exact up to rounding, which larger steps keep small.
-            h = 1e-2
+            h = self.scaled(self.jacobian_step, x)  # see jacobian_step
             r = f.residuals(x)
-            curvature = (self._fd_jacobian(f, x + h * v) - self._fd_jacobian(f, x - h * v)).T @ r / (2 * h)
-            assert_close(f, f.gnvp(x, v), f.hessp(x, v) - curvature, 1e-6, 1e-10,
+            curvature = (self._fd_jacobian(f, x + h * v, h / 10) - self._fd_jacobian(f, x - h * v, h / 10)).T @ r / (2 * h)
+            assert_close(f, f.gnvp(x, v), f.hessp(x, v) - curvature, self.gn_rtol, 1e-10,
                          "gnvp vs J^T J v + penalty (the Hessian without residual curvature)")
         else:
             assert_close(f, f.gnvp(x, v), f.hessp(x, v), 1e-12, 1e-15,
@@ -190,7 +204,7 @@ class ObjectiveContract:
         """Where offered: ``precondition(x)`` returns ``M^-1`` as a function, symmetric and
         positive definite."""
         f, _ = self._objective()
-        if not hasattr(f, "precondition"):
+        if not offers(f, "precondition"):
             return
         rng = np.random.default_rng(5)
         x = self.point(f, rng)

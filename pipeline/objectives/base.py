@@ -26,7 +26,8 @@ Contract (scipy's ``fun/jac/hessp`` contract, made explicit):
 
 Optional, offered where the math allows: ``gnvp`` (Gauss-Newton product, positive
 semi-definite), ``als_sweep`` and ``sgd_epoch`` (block and stochastic methods), ``precondition``
-(an SPD approximation of the inverse Hessian), ``warm_up`` (compile kernels before any clock
+(an SPD approximation of the inverse Hessian, with ``precondition_passes``, what building it costs
+in data passes), ``warm_up`` (compile kernels before any clock
 starts), ``tune_threads`` (run on as many threads as pay, measured before each fit). An optimizer
 says which of these it needs (``register(..., needs=...)``); a comparison runs it only where the
 model offers them (:func:`offers`). A model whose offer depends on how it is computed declares it

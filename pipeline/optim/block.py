@@ -15,7 +15,9 @@ from pipeline.optim.registry import register
 
 
 @register("als", "alternating least squares: exact ridge solves for users, then items (with biases)",
-          needs=("als_sweep",))
+          needs=("als_sweep",),
+          notes=('Alternating least squares: exact ridge solves for every user (factors and bias), then every '
+                 'item; two data passes per sweep; the objective never increases.'))
 def als(objective: CountedObjective, x0: np.ndarray, monitor: Monitor) -> tuple[np.ndarray, str]:
     x = x0
     while True:
@@ -25,7 +27,9 @@ def als(objective: CountedObjective, x0: np.ndarray, monitor: Monitor) -> tuple[
             return x, monitor.reason
 
 
-@register("sgd", "per-rating SGD (Surprise's SVD), on the count-weighted objective", needs=("sgd_epoch",))
+@register("sgd", "per-rating SGD (Surprise's SVD), on the count-weighted objective", needs=("sgd_epoch",),
+          notes=("Per-rating stochastic gradient descent (Surprise's SVD update) with a 1/t step schedule; one "
+                 'data pass per epoch, cheap per pass, slow to the exact minimum.'))
 def sgd(objective: CountedObjective, x0: np.ndarray, monitor: Monitor, lr: float = 0.01,
         half_life: float = 20.0, seed: int = 0) -> tuple[np.ndarray, str]:
     """Epochs of per-rating updates in a fresh random order, step ``lr / (1 + epoch / half_life)``

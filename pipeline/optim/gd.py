@@ -36,7 +36,10 @@ def backtrack(objective: CountedObjective, x: np.ndarray, g: np.ndarray, t: floa
     return None
 
 
-@register("gd", "gradient descent, Armijo backtracking (or a fixed step)")
+@register("gd", "gradient descent, Armijo backtracking (or a fixed step)",
+          notes=("Gradient descent with Armijo backtracking: one loss+gradient per trial step, the accepted one's "
+                 'gradient kept (the table gives its passes and iterations). Near a minimum it converges linearly,'
+                 " at a rate set by the Hessian's condition number there."))
 def gradient_descent(objective: CountedObjective, x0: np.ndarray, monitor: Monitor,
                      step: float | None = None, step0: float = 1.0, c1: float = 1e-4,
                      max_backtracks: int = 60) -> tuple[np.ndarray, str]:
@@ -58,7 +61,9 @@ def gradient_descent(objective: CountedObjective, x0: np.ndarray, monitor: Monit
             return x, "diverged"
 
 
-@register("gd-bb", "gradient descent with Barzilai-Borwein steps and a nonmonotone line search")
+@register("gd-bb", "gradient descent with Barzilai-Borwein steps and a nonmonotone line search",
+          notes=('Gradient descent with Barzilai-Borwein steps (s.s/s.y) and a nonmonotone line search (GLL, '
+                 'memory 10): the standard strong first-order baseline; one loss+gradient per trial step.'))
 def barzilai_borwein(objective: CountedObjective, x0: np.ndarray, monitor: Monitor, step0: float = 1.0,
                      memory: int = 10, c1: float = 1e-4, max_backtracks: int = 60) -> tuple[np.ndarray, str]:
     """Barzilai-Borwein gradient descent with Grippo-Lampariello-Lucidi's nonmonotone line search
@@ -91,7 +96,9 @@ def barzilai_borwein(objective: CountedObjective, x0: np.ndarray, monitor: Monit
             return x, monitor.reason
 
 
-@register("gd-momentum", "Nesterov accelerated gradient, backtracking, with function-value restart")
+@register("gd-momentum", "Nesterov accelerated gradient, backtracking, with function-value restart",
+          notes=("Nesterov's accelerated gradient with function-value restart: the same cost per step as gradient "
+                 'descent, with a rate that depends on the square root of the condition number.'))
 def nesterov(objective: CountedObjective, x0: np.ndarray, monitor: Monitor, step0: float = 1.0,
              max_backtracks: int = 60) -> tuple[np.ndarray, str]:
     """Nesterov's accelerated gradient (FISTA form) with adaptive restart.

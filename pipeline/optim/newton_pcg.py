@@ -31,7 +31,12 @@ from pipeline.optim.registry import register
 
 
 @register("newton-pcg", "truncated Newton, CG preconditioned by the Hessian's block diagonal, Armijo line search",
-          uses_hessp=True, needs=("precondition",))
+          uses_hessp=True, needs=("precondition",),
+          notes=("Truncated Newton with conjugate gradients preconditioned by the Hessian's block diagonal (per "
+                 "user and per item the (k+1)-square block, ALS's normal matrices, Cholesky-factored once per "
+                 'outer iteration at the cost of two passes): CG then needs far fewer Hessian-vector products; '
+                 'negative curvature ends CG; Armijo line search.'),
+          on_negative_curvature=('newton-pcg ends CG with the direction built so far (-M^-1 g at the first CG step)'))
 def newton_pcg(objective: CountedObjective, x0: np.ndarray, monitor: Monitor, max_cg: int = 100,
                c1: float = 1e-4, max_backtracks: int = 40) -> tuple[np.ndarray, str]:
     model = objective.objective
@@ -39,7 +44,7 @@ def newton_pcg(objective: CountedObjective, x0: np.ndarray, monitor: Monitor, ma
     f, g = objective.loss_grad(x)
     g0 = max(float(np.linalg.norm(g)), 1e-300)
     while True:
-        objective.solver_passes(int(getattr(model, "precondition_passes", 2)))
+        objective.solver_passes(int(model.precondition_passes))
         apply = model.precondition(x)
         gnorm = float(np.linalg.norm(g))
         eta = min(0.5, math.sqrt(gnorm / g0))

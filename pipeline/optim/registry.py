@@ -27,16 +27,19 @@ class OptimizerSpec:
     summary: str
     uses_hessp: bool = False
     needs: tuple[str, ...] = ()
+    notes: str = ""                  # the report's paragraph on the method (Markdown)
+    on_negative_curvature: str = ""  # what its inner solver does on v.Hv < 0 (the report's words), if it can meet it
 
 
 REGISTRY: dict[str, OptimizerSpec] = {}
 
 
-def register(name: str, summary: str, uses_hessp: bool = False, needs: tuple[str, ...] = ()):
+def register(name: str, summary: str, uses_hessp: bool = False, needs: tuple[str, ...] = (), notes: str = "",
+             on_negative_curvature: str = ""):
     def decorate(run):
         if name in REGISTRY:
             raise ValueError(f"optimizer {name!r} registered twice")
-        REGISTRY[name] = OptimizerSpec(name, run, summary, uses_hessp, tuple(needs))
+        REGISTRY[name] = OptimizerSpec(name, run, summary, uses_hessp, tuple(needs), notes, on_negative_curvature)
         return run
     return decorate
 

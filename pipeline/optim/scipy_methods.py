@@ -97,14 +97,21 @@ _NCG = {"xtol": 0.0, "maxiter": _BIG}
 _TRUST = {"gtol": 0.0, "maxiter": _BIG}
 
 
-@register("newton-cg", "scipy Newton-CG with the exact Hessian-vector product", uses_hessp=True)
+@register("newton-cg", "scipy Newton-CG with the exact Hessian-vector product", uses_hessp=True,
+          notes=('Truncated Newton (scipy Newton-CG) with our exact Hessian-vector product: conjugate gradients on'
+                 ' H d = -g, stopped early by a forcing term, and on negative curvature; then a Wolfe line search.'
+                 ' Superlinear near a minimum; each step costs as many data passes as CG iterations.'),
+          on_negative_curvature=("scipy's Newton-CG stops CG and takes the direction built so far (steepest descent at the first "
+                                 'CG step)'))
 def newton_cg(objective: CountedObjective, x0: np.ndarray, monitor: Monitor,
               scale: float | str = "auto", max_restarts: int = 20) -> tuple[np.ndarray, str]:
     """Truncated Newton: CG on ``H d = -g`` (stopped on negative curvature), Wolfe line search."""
     return _second_order(objective, x0, monitor, "Newton-CG", "hessp", _NCG, scale, max_restarts)
 
 
-@register("newton-cg-gn", "scipy Newton-CG with the Gauss-Newton product (PSD)", uses_hessp=True, needs=("gnvp",))
+@register("newton-cg-gn", "scipy Newton-CG with the Gauss-Newton product (PSD)", uses_hessp=True, needs=("gnvp",),
+          notes=('Newton-CG with the Gauss-Newton product (residual curvature dropped): never meets negative '
+                 'curvature, converges linearly when residuals are not small.'))
 def newton_cg_gn(objective: CountedObjective, x0: np.ndarray, monitor: Monitor,
                  scale: float | str = "auto", max_restarts: int = 20) -> tuple[np.ndarray, str]:
     """Newton-CG with ``J^T J v`` + penalty in place of ``H v``: never meets negative curvature;
@@ -112,14 +119,20 @@ def newton_cg_gn(objective: CountedObjective, x0: np.ndarray, monitor: Monitor,
     return _second_order(objective, x0, monitor, "Newton-CG", "gnvp", _NCG, scale, max_restarts)
 
 
-@register("trust-ncg", "scipy trust-region Newton-CG (Steihaug) with the exact hessp", uses_hessp=True)
+@register("trust-ncg", "scipy trust-region Newton-CG (Steihaug) with the exact hessp", uses_hessp=True,
+          notes=("Trust-region Newton with Steihaug CG: follows negative curvature to the region's boundary "
+                 'instead of stopping, which matters near the saddle at small factors.'),
+          on_negative_curvature=("trust-ncg follows it to the trust region's boundary"))
 def trust_ncg(objective: CountedObjective, x0: np.ndarray, monitor: Monitor,
               scale: float | str = "auto", max_restarts: int = 20) -> tuple[np.ndarray, str]:
     """Steihaug CG inside a trust region: follows negative curvature to the region's boundary."""
     return _second_order(objective, x0, monitor, "trust-ncg", "hessp", _TRUST, scale, max_restarts)
 
 
-@register("trust-krylov", "scipy trust-region with a Krylov (GLTR) subproblem solver", uses_hessp=True)
+@register("trust-krylov", "scipy trust-region with a Krylov (GLTR) subproblem solver", uses_hessp=True,
+          notes=('Trust-region Newton solving the subproblem nearly exactly on a Krylov space (GLTR): more '
+                 'Hessian-vector products per step, fewer steps.'),
+          on_negative_curvature=('trust-krylov solves the trust-region subproblem on the Krylov space, the hard case included'))
 def trust_krylov(objective: CountedObjective, x0: np.ndarray, monitor: Monitor,
                  scale: float | str = "auto", max_restarts: int = 20) -> tuple[np.ndarray, str]:
     """Solves the trust-region subproblem nearly exactly on a Krylov space (Lanczos), including
@@ -127,7 +140,9 @@ def trust_krylov(objective: CountedObjective, x0: np.ndarray, monitor: Monitor,
     return _second_order(objective, x0, monitor, "trust-krylov", "hessp", _TRUST, scale, max_restarts)
 
 
-@register("lbfgs", "scipy L-BFGS-B (quasi-Newton, 10 correction pairs)")
+@register("lbfgs", "scipy L-BFGS-B (quasi-Newton, 10 correction pairs)",
+          notes=('L-BFGS-B: a quasi-Newton model from the last 10 gradient differences; one loss+gradient per step'
+                 ' most of the time; no Hessian-vector products.'))
 def lbfgs(objective: CountedObjective, x0: np.ndarray, monitor: Monitor, maxcor: int = 10) -> tuple[np.ndarray, str]:
     res = scipy.optimize.minimize(objective.loss_grad, x0, jac=True, method="L-BFGS-B",
                                   callback=_callback(monitor),
@@ -136,7 +151,8 @@ def lbfgs(objective: CountedObjective, x0: np.ndarray, monitor: Monitor, maxcor:
     return (monitor.last_x if monitor.reason else res.x), str(res.message)
 
 
-@register("cg", "scipy nonlinear conjugate gradient (Polak-Ribiere)")
+@register("cg", "scipy nonlinear conjugate gradient (Polak-Ribiere)",
+          notes=('Nonlinear conjugate gradient (Polak-Ribiere) with a Wolfe line search.'))
 def nonlinear_cg(objective: CountedObjective, x0: np.ndarray, monitor: Monitor) -> tuple[np.ndarray, str]:
     res = scipy.optimize.minimize(objective.loss_grad, x0, jac=True, method="CG", callback=_callback(monitor),
                                   options={"gtol": 0.0, "maxiter": _BIG})
