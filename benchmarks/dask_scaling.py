@@ -1,9 +1,9 @@
 """Local kernels against Dask with 1 and 2 local workers, side by side in one run.
 
-On synthetic ratings (default 5M, rank 32): seconds per loss+gradient and per Hessian-vector
-product on the local backend and on Dask LocalClusters of 1 and 2 worker processes (one thread
-each), and the communication per call (bytes out and back, and the seconds that are not compute:
-Dask time minus the local time of the same work).
+On synthetic ratings (default 5M, rank 32): seconds per loss+gradient, per Hessian-vector
+product, per ALS sweep and per block preconditioner (built and applied once) on this machine and
+on Dask LocalClusters of 1 and 2 worker processes (one thread each), and the communication per
+loss+gradient or product (bytes out and back).
 
     python benchmarks/dask_scaling.py [--ratings 5000000] [--rank 32] [--repeat 5]
 """
@@ -15,7 +15,7 @@ import numpy as np
 from _timing import timed
 
 from pipeline.data import SyntheticSpec, generate
-from pipeline.distributed import DaskMF, connect
+from pipeline.distributed import DaskEngine, connect
 from pipeline.objectives import BiasedMF
 
 
@@ -34,29 +34,37 @@ def main() -> None:
     local = BiasedMF(data, rank=args.rank, reg=0.1, reg_bias=0.1)
     x = local.init(rng) + 0.01 * rng.normal(size=local.n_params)
     v = rng.normal(size=local.n_params)
-    rows = [("local (numba, 2 threads)", timed(lambda: local.loss_grad(x + 0.0), args.repeat),
-             (local.loss_grad(x), timed(lambda: local.hessp(x, v), args.repeat))[1], 0, 0)]
+    def costs(f):
+        lg = timed(lambda: f.loss_grad(x + 0.0), args.repeat)
+        f.loss_grad(x)
+        hp = timed(lambda: f.hessp(x, v), args.repeat)
+        als = timed(lambda: f.als_sweep(x), args.repeat)
+        pre = timed(lambda: f.precondition(x)(v), args.repeat)
+        return lg, hp, als, pre
+
+    rows = [("local (numba, 2 threads)", *costs(local), 0, 0)]
     for workers in (1, 2):
         client = connect(workers=workers, threads_per_worker=1)
         try:
-            dist = DaskMF(data, client, rank=args.rank, reg=0.1, reg_bias=0.1)
-            lg = timed(lambda: dist.loss_grad(x + 0.0), args.repeat)
-            dist.loss_grad(x)
-            hp = timed(lambda: dist.hessp(x, v), args.repeat)
+            dist = BiasedMF(data, rank=args.rank, reg=0.1, reg_bias=0.1, engine=DaskEngine(client))
+            lg, hp, _, _ = costs(dist)
             calls = 2 * (args.repeat + 1) + 1
-            rows.append((f"dask, {workers} worker{'s' * (workers > 1)}", lg, hp,
-                         dist.bytes_sent / calls, dist.bytes_received / calls))
+            sent, back = dist.sums.bytes_sent, dist.sums.bytes_received  # the loss+gradients and products only
+            als, pre = (timed(lambda: dist.als_sweep(x), args.repeat), timed(lambda: dist.precondition(x)(v), args.repeat))
+            rows.append((f"dask, {workers} worker{'s' * (workers > 1)}", lg, hp, als, pre, sent / calls, back / calls))
         finally:
             client.close()
             client.cluster.close()
     print(f"{len(data):,} ratings, {data.n_users:,} users, {data.n_items:,} items, rank {args.rank}, "
           f"{local.n_params:,} parameters ({local.n_params * 8 / 1e6:.1f} MB); median of {args.repeat}")
-    print(f"{'backend':26}{'loss_grad s':>12}{'hessp s':>10}{'MB out/call':>13}{'MB back/call':>14}")
-    for name, lg, hp, out_b, back_b in rows:
-        print(f"{name:26}{lg:12.3f}{hp:10.3f}{out_b / 1e6:13.1f}{back_b / 1e6:14.1f}")
-    base_lg, base_hp = rows[0][1], rows[0][2]
-    for name, lg, hp, *_ in rows[1:]:
-        print(f"{name}: loss_grad {lg / base_lg:.2f}x local, hessp {hp / base_hp:.2f}x local")
+    print(f"{'backend':26}{'loss_grad s':>12}{'hessp s':>10}{'als s':>8}{'precond s':>11}{'MB out/call':>13}"
+          f"{'MB back/call':>14}")
+    for name, lg, hp, als, pre, out_b, back_b in rows:
+        print(f"{name:26}{lg:12.3f}{hp:10.3f}{als:8.3f}{pre:11.3f}{out_b / 1e6:13.1f}{back_b / 1e6:14.1f}")
+    base = rows[0][1:5]
+    for name, *times in rows[1:]:
+        print(f"{name}: " + ", ".join(f"{op} {t / b:.2f}x local" for op, t, b in
+                                      zip(("loss_grad", "hessp", "als_sweep", "precondition"), times[:4], base)))
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.data.readers import ReadOptions
+from pipeline.data.split import FRACTIONS
 from pipeline.objectives import model_spec
 from pipeline.optim.base import StoppingRule
 
@@ -62,7 +63,7 @@ class DataConfig:
     """Where the ratings come from and how they are split (see ``pipeline.data``)."""
 
     dataset: str = "synthetic"
-    fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
+    fractions: tuple[float, float, float] = FRACTIONS
     seed: int = 0
     method: str = "random"           # random | user | temporal | kfold
     last_k: int | None = None        # user split: the last k per user by time
@@ -98,10 +99,7 @@ class StudyConfig:
 class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
-    # The budget is data passes, the same unit of work for every method; seconds are a safety net.
-    # 4,000 passes let every convergent method of make train converge on the default data
-    # (L-BFGS needs 2,086, ALS 2,150, Newton-CG 3,500; docs/optimizers.md).
-    rule: StoppingRule = field(default_factory=lambda: StoppingRule(gtol=1e-5, max_passes=4000))
+    rule: StoppingRule = field(default_factory=StoppingRule)  # its defaults are every command's
     optimizers: tuple[str, ...] = DEFAULT_OPTIMIZERS
     optimizer_options: dict = field(default_factory=dict)  # method -> its own options, e.g. {"gd": {"step": 0.5}}
     seed: int = 0

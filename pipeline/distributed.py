@@ -1,4 +1,9 @@
-"""The MF objective's sums on Dask: shards of ratings on workers, scipy on the driver.
+"""The Dask engine: biased MF's sums on shards of ratings on workers, the optimizer on the driver.
+
+``DaskEngine(client, kernel)`` is an engine (``pipeline.objectives.engine``): ``BiasedMF(train,
+hyper, engine=DaskEngine(client))`` is the same objective as on this machine with every sum over
+the ratings computed by :class:`DaskSums`. ``session(...)`` opens a cluster (or connects to a
+scheduler) for the length of a ``with`` block and yields the engine.
 
 The pattern of distributed truncated-Newton solvers (Spark LIBLINEAR's TRON): the optimizer
 runs on the driver unchanged; each ``loss_grad`` / ``hessp`` broadcasts the parameters (and the
@@ -11,7 +16,11 @@ that shard and come back as a block (no reduction); only the item side (``n x k`
 and ``n`` bias sums) is summed across shards. Each call moves ``params x 8`` bytes out per
 worker (the broadcast) and ``(user block + items) x (k + 1) x 8`` bytes back per shard.
 The penalty terms are computed on the driver. Shards keep the residuals of the last ``x``, so
-Newton-CG's many ``hessp`` calls at one point pay only for the direction.
+Newton-CG's many ``hessp`` calls at one point pay only for the direction. An ALS sweep and the
+block preconditioner: the user side is solved or factored on the shards (complete there); for
+the item side each shard returns its part of every item's normal equations, which the driver adds
+and solves or factors (``(n, k+1, k+1)`` floats back per shard). Each shard computes with a
+:class:`LocalEngine` of the kernel given (numba by default).
 
 Shards are scattered once (``client.scatter``) and stay on their workers. A worker that dies
 mid-fit: Dask recomputes its shard elsewhere if it can (the shard data is held by the driver's
@@ -27,7 +36,7 @@ from contextlib import contextmanager
 import numpy as np
 
 from pipeline.objectives.engine import LocalEngine
-from pipeline.objectives.mf_sums import ITEMS, LOCAL, USERS, Layout, Penalty, factor_blocks, solve_ridge
+from pipeline.objectives.mf_sums import ITEMS, LOCAL, SGD_EPOCH, USERS, Layout, Penalty, factor_blocks, solve_ridge
 
 
 class BackendError(RuntimeError):
@@ -96,8 +105,8 @@ class _Shard:
         return self.sums.normal_equations(ITEMS, x)
 
     def warm_up(self):
-        from pipeline.objectives.mf import BiasedMF, _tiny_ratings
-        BiasedMF(_tiny_ratings(), rank=self.rank, kernel=self.kernel).warm_up()
+        from pipeline.objectives.mf import BiasedMF, tiny_ratings
+        BiasedMF(tiny_ratings(), rank=self.rank, kernel=self.kernel).warm_up()
         return 0
 
 
@@ -113,9 +122,11 @@ class DaskSums:
     its users; the item half-sweep and the item blocks of the preconditioner: each shard returns its
     part of every item's normal equations, ``sum z z^T`` and ``sum t z`` over its ratings
     (``(n, k+1, k+1)`` floats), the driver adds them up, adds the penalty and solves or factors.
-    The per-rating SGD epoch is sequential by nature: not offered here."""
+    The per-rating SGD epoch is sequential by nature (each step reads what the last one wrote):
+    it runs on the driver, over the driver's copy of the ratings, with the local kernel, so it gives
+    the local result and does not scale with the workers."""
 
-    OFFERS = frozenset({"gnvp", "als_sweep", "precondition"})
+    OFFERS = frozenset({"gnvp", "als_sweep", "precondition", "sgd_epoch"})
 
     def __init__(self, layout: Layout, client, kernel: str, n_shards: int | None = None):
         self.layout, self.client, self.kernel = layout, client, kernel
@@ -216,6 +227,9 @@ class DaskSums:
 
     def block_solve(self, L: np.ndarray, rhs: np.ndarray) -> np.ndarray:
         return self.local.block_solve(L, rhs)
+
+    def sgd_epoch(self, x: np.ndarray, order: np.ndarray, lr: float, pen: Penalty) -> None:
+        SGD_EPOCH[self.kernel](self.layout, x, order, lr, pen)  # on the driver: sequential (see the class)
 
     def warm_up(self, run_every_kernel) -> None:
         """The driver's kernels here, each shard's on its worker (before any clock starts)."""

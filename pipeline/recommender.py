@@ -87,6 +87,11 @@ class Recommender:
         found = valid & (vocab[pos] == keys)
         return np.where(found, pos, -1)
 
+    def unknown_users(self, users) -> list:
+        """The raw user ids the model has no user for (they get the fallback ranking)."""
+        index = self._index(self.user_ids, list(users))
+        return [u for u, j in zip(users, index) if j < 0]
+
     # -- predictions ------------------------------------------------------------------------------------
     def _known(self, index: np.ndarray, known: np.ndarray) -> np.ndarray:
         """Inner indices, -1 where the id is unknown or had no training rating (the fallback)."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -266,3 +267,17 @@ def make_search(kind: str, given: dict, own: set[str], trials: int | None, seed:
         for value in (values if isinstance(values, list) and all(isinstance(v, str) for v in values) else []):
             make({key: value})  # a choice the model does not have: its one-line error
     return SEARCHES[kind](axes, trials, seed, storage, name)
+
+
+def study_name(cfg, optimizer: str) -> str:
+    """The name a TPE study of ``cfg`` is kept under (its space is appended): a rerun of the same
+    sweep finds and resumes it."""
+    data = cfg.data
+    where = Path(data.train_file or data.dataset).parent.name or data.dataset
+    return "-".join([where, cfg.model.model, optimizer, f"seed{cfg.seed}", f"split{data.seed}"])
+
+
+def default_storage(data_dir: str) -> str:
+    """``sqlite:///DATA_DIR/optuna.db`` (the folder created if missing)."""
+    Path(data_dir).mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{Path(data_dir).resolve() / 'optuna.db'}"

@@ -64,6 +64,9 @@ def test_every_operation_equals_the_local_one(client, small_synthetic, kernel, w
     assert rel(dist.gnvp(x, v), local.gnvp(x, v)) <= 1e-10
     assert rel(dist.als_sweep(x), local.als_sweep(x)) <= 1e-10
     assert rel(dist.precondition(x)(v), local.precondition(x)(v)) <= 1e-10
+    if weighting == "count":  # SGD minimizes the count-weighted objective only
+        np.testing.assert_array_equal(dist.sgd_epoch(x, 0.01, np.random.default_rng(1)),
+                                      local.sgd_epoch(x, 0.01, np.random.default_rng(1)))  # on the driver: the same code
     for side in (USERS, ITEMS):
         A_d, y_d = dist.sums.normal_equations(side, x)
         A_l, y_l = local.sums.normal_equations(side, x)
@@ -71,11 +74,21 @@ def test_every_operation_equals_the_local_one(client, small_synthetic, kernel, w
     assert dist.sums.bytes_sent > 0 and dist.sums.bytes_received > 0
 
 
-def test_the_cluster_offers_what_it_computes(client, small_synthetic):
+def test_what_a_model_offers_follows_its_sums(client, small_synthetic):
     dist = BiasedMF(small_synthetic, rank=2, engine=DaskEngine(client))
-    assert dist.offers("als_sweep") and dist.offers("precondition") and dist.offers("gnvp")
-    assert not dist.offers("sgd_epoch")  # sequential per rating: not on shards
-    assert dist.offers("warm_up")  # not a sums capability: the model's own
+    assert all(dist.offers(c) for c in ("als_sweep", "precondition", "gnvp", "sgd_epoch", "warm_up"))
+
+    class NoSweeps(DaskSums):
+        OFFERS = DaskSums.OFFERS - {"als_sweep"}
+
+    class Engine(DaskEngine):
+        def mf_sums(self, layout):
+            return NoSweeps(layout, self.client, self.kernel)
+
+    fewer = BiasedMF(small_synthetic, rank=2, engine=Engine(client))
+    assert not fewer.offers("als_sweep") and fewer.offers("precondition")
+    from pipeline.optim import not_applicable
+    assert not_applicable("als", fewer, "mf") == "not applicable: mf has no als_sweep"
 
 
 def test_same_objective_values_at_every_iteration(client, small_synthetic):
@@ -91,20 +104,19 @@ def test_same_objective_values_at_every_iteration(client, small_synthetic):
 
 
 def test_compare_on_dask_equals_the_local_race(client, small_synthetic):
-    """newton-pcg (preconditioner on the workers) and als (sweeps on the workers) take the same
-    passes to the same losses as on this machine; sgd is said not applicable there."""
+    """newton-pcg (preconditioner on the workers), als (sweeps on the workers) and sgd (epochs on
+    the driver) take the same passes to the same losses as on this machine."""
     cfg = RunConfig(data=DataConfig(dataset="unused", cache=False), model=ModelConfig.of("mf", rank=2),
                     rule=StoppingRule(gtol=1e-6, max_passes=400), optimizers=("newton-pcg", "als", "sgd"),
                     log_models=False)
     here = experiment.compare(cfg, ratings=small_synthetic, engine=LocalEngine())
     there = experiment.compare(cfg, ratings=small_synthetic, engine=DaskEngine(client))
-    for name in ("newton-pcg", "als"):
+    for name in ("newton-pcg", "als", "sgd"):
         a, b = here.results[name], there.results[name]
         assert a.reason == b.reason and a.final.data_passes == b.final.data_passes
         assert [r.data_passes for r in a.history] == [r.data_passes for r in b.history]
         assert max(abs(ra.loss - rb.loss) / abs(ra.loss) for ra, rb in zip(a.history, b.history)) <= 1e-10
-    assert "sgd" in here.results and "sgd" not in there.results
-    assert there.inapplicable["sgd"] == "not applicable: mf has no sgd_epoch"
+    assert not there.inapplicable and not there.failures
 
 
 class TestDaskMFContract(test_contract.TestBiasedMFContract):

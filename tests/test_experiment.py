@@ -32,3 +32,21 @@ def test_a_diverging_method_stops_with_a_reason_and_the_others_go_on(small_synth
     assert reasons["gd"] == "diverged"
     assert reasons["lbfgs"] in ("converged", "max_iter")
     assert np.isfinite(out.metrics["lbfgs"]["test_rmse"])
+
+
+def test_a_study_grids_over_the_models_own_hyperparameters(small_synthetic, tmp_path):
+    """logreg has a reg and no rank: its suite is datasets x regs x seeds (the suite used to set a
+    rank on every model, and failed for it); a grid axis the model lacks is one ValueError."""
+    import pytest
+    from pipeline.config import StudyConfig
+    from pipeline.data import write_udata
+    path = write_udata(small_synthetic, tmp_path / "u.data")
+    base = RunConfig(data=DataConfig(dataset=str(path), data_dir=str(tmp_path), cache=False),
+                     model=ModelConfig.of("logreg"), optimizers=("lbfgs", "gd"))
+    suite = StudyConfig(datasets=(str(path),), grid={"reg": (0.5, 2.0)}, seeds=(0,), reference_passes=200,
+                        rule=StoppingRule(gtol=1e-8, max_passes=100))
+    out = experiment.study(base, suite)
+    assert sorted(out.runs["reg"].unique()) == [0.5, 2.0] and set(out.runs["optimizer"]) == {"lbfgs", "gd"}
+    assert out.runs["problem"].str.contains("-reg0.5-seed0").any()
+    with pytest.raises(ValueError, match="has no hyperparameter 'rank'"):
+        experiment.study(base, StudyConfig(datasets=(str(path),), grid={"rank": (2,)}, seeds=(0,)))

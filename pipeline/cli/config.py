@@ -13,7 +13,7 @@ from pipeline.optim import StoppingRule
 
 def data_config(kw: dict) -> DataConfig:
     return DataConfig(
-        dataset=kw["dataset"], fractions=kw.get("fractions", (0.8, 0.1, 0.1)), seed=kw.get("split_seed", 0),
+        dataset=kw["dataset"], fractions=kw.get("fractions", DataConfig().fractions), seed=kw.get("split_seed", 0),
         method=kw.get("method", "random"), last_k=kw.get("last_k"), cutoff=kw.get("cutoff"),
         folds=kw.get("folds", 5), min_user_ratings=kw["min_user_ratings"], min_item_ratings=kw["min_item_ratings"],
         train_file=kw["train_file"], validation_file=kw["validation_file"], test_file=kw["test_file"],
@@ -27,7 +27,7 @@ def run_config(kw: dict, optimizers) -> RunConfig:
     return RunConfig(
         data=data_config(kw),
         model=model_config(kw),
-        rule=StoppingRule(gtol=kw.get("gtol", 1e-5), max_iter=kw.get("max_iter"),
+        rule=StoppingRule(gtol=kw.get("gtol", StoppingRule().gtol), max_iter=kw.get("max_iter"),
                           max_seconds=kw.get("max_seconds"), patience=kw.get("patience"),
                           max_passes=kw.get("max_passes")),
         optimizers=tuple(optimizers), seed=kw["seed"], seeds=seeds_of(kw.get("seeds")),

@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import sys
 from dataclasses import replace
-from pathlib import Path
 
 import click
 
@@ -182,20 +181,16 @@ def sweep(optimizer, search, ranks, regs, reg_biases, weightings, val_fraction, 
     the edge of what was searched is said. Trials stop 10 iterations after their best validation
     RMSE unless --patience says otherwise."""
     from pipeline import experiment
-    from pipeline.search import DEFAULT_PATIENCE, make_search
+    from pipeline.search import DEFAULT_PATIENCE, default_storage, make_search, study_name
     cfg = run_config(kw, (optimizer,))
     if kw.get("patience") is None:  # a trial is over once its validation RMSE has stopped improving
         cfg = replace(cfg, rule=replace(cfg.rule, patience=DEFAULT_PATIENCE))
     tracker = tracker_for(kw)
     given = {"rank": ranks, "reg": regs, "reg_bias": reg_biases, "weighting": weightings}
     own = {f.name for f in dataclasses.fields(cfg.model.hyper)}
-    data = cfg.data
-    name = "-".join([Path(data.train_file or data.dataset).parent.name or data.dataset, cfg.model.model, optimizer,
-                     f"seed{cfg.seed}", f"split{data.seed}"])
-    Path(data.data_dir).mkdir(parents=True, exist_ok=True)
-    storage = study_storage or f"sqlite:///{Path(data.data_dir).resolve() / 'optuna.db'}"
     try:
-        proposer = make_search(search, given, own, trials, cfg.seed, lambda p: cfg.model.with_values(**p), storage, name)
+        proposer = make_search(search, given, own, trials, cfg.seed, lambda p: cfg.model.with_values(**p),
+                               study_storage or default_storage(cfg.data.data_dir), study_name(cfg, optimizer))
     except ValueError as exc:
         raise InputError(str(exc)) from None
     if getattr(proposer, "resumed", 0):

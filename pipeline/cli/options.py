@@ -6,7 +6,7 @@ from __future__ import annotations
 import click
 
 from pipeline.cli.types import Finite, Fractions, Scale
-from pipeline.config import RunConfig
+from pipeline.config import DataConfig, RunConfig
 from pipeline.objectives.engine import KERNELS
 
 
@@ -68,7 +68,7 @@ def split_options(f):
         click.option("--split", "method", type=click.Choice(METHODS), default="random", show_default=True,
                      help="random holdout; user: per-user holdout (--last-k by time, else per-user fractions); "
                           "temporal: by time (quantiles from --fractions, or --cutoff); kfold: --folds folds."),
-        click.option("--fractions", type=Fractions(), default="0.8,0.1,0.1", show_default=True,
+        click.option("--fractions", type=Fractions(), default=",".join(map(str, DataConfig().fractions)), show_default=True,
                      help="Train,validation,test fractions (kfold: validation share of the training folds)."),
         click.option("--split-seed", type=int, default=0, show_default=True, help="Seed of the split."),
         click.option("--last-k", type=click.IntRange(min=1), default=None,
@@ -128,7 +128,7 @@ def run_options(f):
 
 def fit_options(f):
     opts = [
-        click.option("--gtol", type=Finite(min=0), default=1e-5, show_default=True,
+        click.option("--gtol", type=Finite(min=0), default=RunConfig().rule.gtol, show_default=True,
                      help="Shared stopping rule: stop when ||g|| / ||g0|| <= GTOL."),
         click.option("--max-passes", type=click.IntRange(min=1), default=RunConfig().rule.max_passes, show_default=True,
                      help="The budget per optimizer, in data passes, the same unit of work for every method "
@@ -151,8 +151,8 @@ def fit_options(f):
         click.option("--backend", type=click.Choice(["local", "dask"]), default="local", show_default=True,
                      help="Where the objective's sums run. dask: ratings sharded by user blocks on Dask workers "
                           "(each computing with --kernel), the optimizer on this machine (needs pip install "
-                          "'.[dask]'); ALS and the block preconditioner run there too, per-rating SGD does not "
-                          "(listed not applicable)."),
+                          "'.[dask]'); ALS and the block preconditioner run there too; per-rating SGD, sequential, "
+                          "runs its epochs on this machine."),
         click.option("--scheduler", default=None, help="dask: address of a running scheduler (tcp://host:8786); "
                                                         "without it a LocalCluster of --workers processes is started."),
         click.option("--workers", type=click.IntRange(min=1), default=2, show_default=True,

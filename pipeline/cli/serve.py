@@ -46,7 +46,6 @@ def recommend(model_uri, user_ids, users_file, n, tracking_uri):
     except Exception as exc:  # MLflow raises several types for a bad URI
         raise InputError(f"cannot load {model_uri}: {str(exc).splitlines()[0]}") from None
     table = rec.recommend(users, n)
-    unknown = [u for u in users if (rec._index(rec.user_ids, [u]) < 0).all()]
-    for u in unknown:
+    for u in rec.unknown_users(users):
         click.echo(f"note: user {u} is unknown to the model; showing the fallback ranking", err=True)
     click.echo(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))

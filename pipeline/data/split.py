@@ -66,7 +66,10 @@ def _make(ratings: Ratings, train_idx, val_idx, test_idx, seed: int, method: str
                  ratings.subset(np.sort(test_idx)), seed=seed, method=method, fold=fold)
 
 
-def random_split(ratings: Ratings, fractions=(0.8, 0.1, 0.1), seed: int = 0) -> Split:
+FRACTIONS = (0.8, 0.1, 0.1)  # train, validation, test: the default split, said once
+
+
+def random_split(ratings: Ratings, fractions=FRACTIONS, seed: int = 0) -> Split:
     """Random holdout at the given train / validation / test fractions."""
     fractions = _check_fractions(fractions)
     n = len(ratings)
@@ -76,7 +79,7 @@ def random_split(ratings: Ratings, fractions=(0.8, 0.1, 0.1), seed: int = 0) -> 
     return _make(ratings, order[:n_train], order[n_train:n_train + n_val], order[n_train + n_val:], seed, "random")
 
 
-def user_split(ratings: Ratings, fractions=(0.8, 0.1, 0.1), seed: int = 0, last_k: int | None = None) -> Split:
+def user_split(ratings: Ratings, fractions=FRACTIONS, seed: int = 0, last_k: int | None = None) -> Split:
     """Per-user holdout: the last ``last_k`` by time (needs timestamps), or random fractions per user."""
     fractions = _check_fractions(fractions)
     rng = np.random.default_rng(seed)
@@ -107,7 +110,7 @@ def user_split(ratings: Ratings, fractions=(0.8, 0.1, 0.1), seed: int = 0, last_
     return _make(ratings, order[in_train], order[in_val], order[in_test], seed, "user")
 
 
-def temporal_split(ratings: Ratings, fractions=(0.8, 0.1, 0.1), seed: int = 0, cutoff: int | None = None) -> Split:
+def temporal_split(ratings: Ratings, fractions=FRACTIONS, seed: int = 0, cutoff: int | None = None) -> Split:
     """Global split by time: by timestamp quantiles, or at ``cutoff`` (test = ``t >= cutoff``)."""
     fractions = _check_fractions(fractions)
     if ratings.timestamps is None:
@@ -146,7 +149,7 @@ SPLITTERS: dict[str, Callable[..., Split]] = {"random": random_split, "user": us
 METHODS = ("random", "user", "temporal", "kfold")
 
 
-def make_splits(ratings: Ratings, method: str = "random", fractions=(0.8, 0.1, 0.1), seed: int = 0,
+def make_splits(ratings: Ratings, method: str = "random", fractions=FRACTIONS, seed: int = 0,
                 last_k: int | None = None, cutoff: int | None = None, folds: int = 5) -> list[Split]:
     """The split(s) of ``method``: one, or ``folds`` for k-fold."""
     if method == "kfold":

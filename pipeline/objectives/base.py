@@ -31,7 +31,7 @@ in data passes), ``warm_up`` (compile kernels before any clock
 starts), ``tune_threads`` (run on as many threads as pay, measured before each fit). An optimizer
 says which of these it needs (``register(..., needs=...)``); a comparison runs it only where the
 model offers them (:func:`offers`). A model whose offer depends on how it is computed declares it
-with a method ``offers(capability) -> bool`` (biased MF on Dask has no SGD epoch).
+with a method ``offers(capability) -> bool`` (biased MF offers what its sums implementation lists).
 """
 
 from __future__ import annotations

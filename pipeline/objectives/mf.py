@@ -224,7 +224,7 @@ class BiasedMF(PredictsRatings):
         command of a fresh clone compiles); returns the seconds it took."""
         import time
         t0 = time.perf_counter()
-        BiasedMF(_tiny_ratings(), rank=2, kernel="numba").warm_up()
+        BiasedMF(tiny_ratings(), rank=2, kernel="numba").warm_up()
         return time.perf_counter() - t0
 
     def warm_up(self) -> None:
@@ -237,7 +237,7 @@ class BiasedMF(PredictsRatings):
 
     def _run_every_kernel(self) -> None:
         rng = np.random.default_rng(0)
-        tiny = _tiny_ratings()
+        tiny = tiny_ratings()
         mf = BiasedMF(tiny, replace(self.hyper, reg=max(self.reg, 0.1), reg_bias=max(self.reg_bias, 0.1)),
                       kernel=self.kernel)
         x = mf.init(rng)
@@ -288,7 +288,7 @@ class BiasedMF(PredictsRatings):
                 "weighting": self.weighting, "init_scale": self.init_scale, "n_params": self.n_params}
 
 
-def _tiny_ratings() -> Ratings:
+def tiny_ratings() -> Ratings:
     """4 users x 3 items, every pair rated: the problem the kernels are compiled on."""
     users, items = np.divmod(np.arange(12), 3)
     return Ratings(users=users.astype(np.int32), items=items.astype(np.int32), ratings=np.arange(12) % 5 + 1.0,

@@ -269,18 +269,7 @@ class NumpySums:
         return np.linalg.solve(np.swapaxes(L, 1, 2), y)[..., 0]
 
     def sgd_epoch(self, x: np.ndarray, order: np.ndarray, lr: float, pen: Penalty) -> None:
-        L = self.layout
-        P, Q, b, c = L.unpack(x)
-        lam, lam_b, mu = pen.reg, pen.reg_bias, L.mu
-        for j in order:
-            u, i = L.users[j], L.items[j]
-            pu, qi = P[u], Q[i]
-            e = mu + b[u] + c[i] + pu @ qi - L.ratings[j]
-            pu_old = pu.copy()
-            pu -= lr * (e * qi + lam * pu)
-            qi -= lr * (e * pu_old + lam * qi)
-            b[u] -= lr * (e + lam_b * b[u])
-            c[i] -= lr * (e + lam_b * c[i])
+        sgd_epoch_numpy(self.layout, x, order, lr, pen)
 
     @staticmethod
     def warm_up(run_every_kernel) -> None:
@@ -288,6 +277,28 @@ class NumpySums:
 
     def tune_threads(self, one_pass) -> int | None:
         return None
+
+
+def sgd_epoch_numpy(L: Layout, x: np.ndarray, order: np.ndarray, lr: float, pen: Penalty) -> None:
+    """Per-rating SGD over ``L``'s ratings in ``order``, in place on ``x`` (the update in ``BiasedMF.sgd_epoch``)."""
+    P, Q, b, c = L.unpack(x)
+    lam, lam_b, mu = pen.reg, pen.reg_bias, L.mu
+    for j in order:
+        u, i = L.users[j], L.items[j]
+        pu, qi = P[u], Q[i]
+        e = mu + b[u] + c[i] + pu @ qi - L.ratings[j]
+        pu_old = pu.copy()
+        pu -= lr * (e * qi + lam * pu)
+        qi -= lr * (e * pu_old + lam * qi)
+        b[u] -= lr * (e + lam_b * b[u])
+        c[i] -= lr * (e + lam_b * c[i])
+
+
+def sgd_epoch_numba(L: Layout, x: np.ndarray, order: np.ndarray, lr: float, pen: Penalty) -> None:
+    """The same steps in the same order as :func:`sgd_epoch_numpy`, compiled."""
+    from pipeline.objectives import mf_kernels as K
+    P, Q, b, c = L.unpack(x)
+    K.sgd_epoch(order, L.users, L.items, L.ratings, L.mu, float(lr), pen.reg, pen.reg_bias, P, Q, b, c)
 
 
 class NumbaSums:
@@ -409,11 +420,7 @@ class NumbaSums:
         return out
 
     def sgd_epoch(self, x: np.ndarray, order: np.ndarray, lr: float, pen: Penalty) -> None:
-        """The same steps in the same order as the reference, compiled."""
-        from pipeline.objectives import mf_kernels as K
-        L = self.layout
-        P, Q, b, c = L.unpack(x)
-        K.sgd_epoch(order, L.users, L.items, L.ratings, L.mu, float(lr), pen.reg, pen.reg_bias, P, Q, b, c)
+        sgd_epoch_numba(self.layout, x, order, lr, pen)
 
     @staticmethod
     def warm_up(run_every_kernel) -> None:
@@ -436,6 +443,7 @@ def _numba_available() -> bool:
 
 
 LOCAL = {"numba": NumbaSums, "numpy": NumpySums}  # kernel name -> implementation on this machine
+SGD_EPOCH = {"numba": sgd_epoch_numba, "numpy": sgd_epoch_numpy}  # kernel name -> the sequential epoch
 KERNELS = ("auto", *LOCAL)
 
 
