@@ -8,8 +8,10 @@ the trials, fits and logs them, whichever search it is given.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -71,9 +73,14 @@ class Pruned(Exception):
     """A trial stopped early by the search (its validation curve is not promising)."""
 
 
+class StudyError(Exception):
+    """The study's storage cannot be opened or used (a damaged or foreign database, a missing
+    driver): one line naming it, not blamed on the MLflow store."""
+
+
 class GridSearch:
     """Every combination of ``grid``, or ``trials`` of them drawn without replacement by
-    ``default_rng(seed)`` (a random search over the same grid)."""
+    ``default_rng(seed)`` (a random search over the same grid). Keeps no state between runs."""
 
     def __init__(self, grid: dict[str, list], trials: int | None = None, seed: int = 0):
         self.grid = grid
@@ -83,11 +90,19 @@ class GridSearch:
             pick = np.random.default_rng(seed).choice(len(self.points), size=trials, replace=False)
             self.points = [self.points[j] for j in sorted(pick)]
         self.n_trials = len(self.points)
+        self.resumed = 0
+
+    @property
+    def keys(self) -> set[str]:
+        return set(self.grid)
 
     def check(self, make) -> None:
         """``make(params)`` for every point of the grid: an invalid one is a one-line error before any fit."""
         for params in self.points:
             make(params)
+
+    def begin(self, identity: str) -> None:
+        """Nothing kept between runs: every point is fitted."""
 
     def describe(self) -> dict:
         return {"search": "grid", "grid": repr(self.grid), "trials": self.n_trials}
@@ -95,10 +110,13 @@ class GridSearch:
     def propose(self, j: int) -> dict | None:
         return self.points[j] if j < len(self.points) else None
 
+    def number(self, j: int) -> int:
+        return j
+
     def listener(self, j: int):
         return None
 
-    def previous(self) -> list[dict]:
+    def others(self, on_wait=None) -> list[dict]:
         return []
 
     def tell(self, j: int, value: float | None) -> None:
@@ -129,27 +147,94 @@ class Range:
     integer: bool = False
 
 
+class _Heartbeat:
+    """While a trial is open, its ``heartbeat`` user attribute is set to the wall-clock time every
+    ``every`` seconds from a thread, so that another process sharing the study can tell a trial
+    being fitted from one a killed process left RUNNING (``TpeSearch.GRACE``)."""
+
+    def __init__(self, trial, every: float):
+        import threading
+        self.trial, self.every, self.stop = trial, every, threading.Event()
+        trial.set_user_attr("heartbeat", time.time())
+        self.thread = threading.Thread(target=self._beat, daemon=True, name="study-heartbeat")
+        self.thread.start()
+
+    def _beat(self) -> None:
+        while not self.stop.wait(self.every):
+            try:
+                self.trial.set_user_attr("heartbeat", time.time())
+            except Exception:  # the trial was finished meanwhile (told, or failed as stale): nothing to keep alive
+                return
+
+    def end(self) -> None:
+        self.stop.set()
+        self.thread.join()
+
+
 class TpeSearch:
     """Optuna's TPE sampler over log-uniform ranges (a range may depend on the weighting chosen)
-    and categorical choices, seeded; its median
-    pruner on the validation curve stops unpromising trials early; the study lives in ``storage``
-    under ``name``, so an interrupted sweep resumes where it stopped (trials already finished are
-    counted, and kept)."""
+    and categorical choices, seeded; its median pruner on the validation curve stops unpromising
+    trials early.
+
+    The study lives in ``storage`` under ``name`` plus the identity ``begin`` is given (a digest
+    of everything that changes what a trial measures: the data and its split, the rule, the fixed
+    hyperparameters; ``pipeline.experiment.tuning.study_identity``), so a rerun of the same sweep
+    resumes it and any other sweep starts its own. The study itself says what is done: ``n_trials``
+    counts the trials finished or being fitted by any process (a trial beyond them is told FAIL
+    unfitted, so two sweeps on one study fit ``n_trials`` between them, not twice as many); a trial
+    interrupted is told FAIL; one a killed process left RUNNING is failed once its heartbeat is
+    older than ``GRACE`` seconds; the winner is chosen, after the other processes' trials have
+    finished, over every finished trial of the study (``others``). A resumed run's sampler is
+    seeded by (seed, trials so far), so it does not replay the start-up points already tried.
+    """
 
     EDGE = 0.05  # a winner within 5 % of a range's ends, on the log scale, is at its edge
+    BEAT = 5.0    # seconds between an open trial's heartbeats
+    GRACE = 120.0  # a RUNNING trial whose heartbeat is older than this was left by a process that died
 
     def __init__(self, space: dict, trials: int, seed: int = 0, storage: str | None = None, name: str = "sweep",
-                 warmup_trials: int = 5, warmup_steps: int = 10):
+                 warmup_trials: int = 5, warmup_steps: int = 10, pruner=None):
+        self.space, self.n_trials, self.seed, self.storage, self.name = space, trials, seed, storage, name
+        self.warmup_trials, self.pruner = warmup_trials, pruner
+        self.warmup_steps = warmup_steps
+        self.study, self.resumed, self.began = None, 0, time.time()
+        self._open: dict[int, object] = {}
+        self._beats: dict[int, _Heartbeat] = {}
+        self._mine: set[int] = set()
+
+    @property
+    def keys(self) -> set[str]:
+        return set(self.space)
+
+    def begin(self, identity: str = "") -> None:
+        """Open (or create) the study ``name-identity`` and count what it holds."""
         import optuna
         optuna.logging.set_verbosity(optuna.logging.WARNING)
-        self.space, self.n_trials = space, trials
-        self.study = optuna.create_study(
-            study_name=name, storage=storage, load_if_exists=True, direction="minimize",
-            sampler=optuna.samplers.TPESampler(seed=seed, n_startup_trials=warmup_trials),
-            pruner=optuna.pruners.MedianPruner(n_startup_trials=warmup_trials, n_warmup_steps=warmup_steps))
-        done = [t for t in self.study.trials if t.state.is_finished()]
-        self.resumed = len(done)
-        self._open: dict[int, object] = {}
+        name = f"{self.name}-{identity}" if identity else self.name
+        if self.study is not None and self.study.study_name == name:
+            return
+        study = optuna.create_study(study_name=name, storage=self.storage, load_if_exists=True, direction="minimize")
+        self._fail_stale(study)
+        trials = study.get_trials(deepcopy=False)
+        seed = self.seed if not trials else int(np.random.SeedSequence([self.seed, len(trials)]).generate_state(1)[0])
+        study.sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=self.warmup_trials)
+        study.pruner = self.pruner or optuna.pruners.MedianPruner(n_startup_trials=self.warmup_trials,
+                                                                  n_warmup_steps=self.warmup_steps)
+        self.study = study
+        done = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+        self.resumed = sum(t.state in done and not t.user_attrs.get("surplus") for t in trials)
+
+    def _fail_stale(self, study) -> None:
+        """Tell FAIL every RUNNING trial whose heartbeat (or start) is older than ``GRACE``."""
+        import optuna
+        now = time.time()
+        for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+            beat = t.user_attrs.get("heartbeat", t.datetime_start.timestamp() if t.datetime_start else 0.0)
+            if t.number not in self._mine and now - beat > self.GRACE:
+                try:
+                    study.tell(t.number, state=optuna.trial.TrialState.FAIL)
+                except Exception:  # another process failed or finished it first
+                    pass
 
     @staticmethod
     def _name(key: str, choice: str | None) -> str:
@@ -179,27 +264,65 @@ class TpeSearch:
         """Nothing to check ahead: the ranges were checked when the space was made (``tpe_space``)."""
 
     def describe(self) -> dict:
+        self.begin() if self.study is None else None
         return {"search": "tpe", "space": repr(self.space), "trials": self.n_trials,
                 "study": self.study.study_name, "resumed_trials": self.resumed}
 
+    def _counted(self, below: int) -> int:
+        """Trials numbered below ``below`` that count towards ``n_trials``: finished (not failed),
+        or being fitted."""
+        import optuna
+        s = optuna.trial.TrialState
+        return sum(t.number < below and not t.user_attrs.get("surplus")
+                   for t in self.study.get_trials(deepcopy=False, states=(s.COMPLETE, s.PRUNED, s.RUNNING)))
+
     def propose(self, j: int) -> dict | None:
-        if self.resumed + j >= self.n_trials:
+        import optuna
+        self.begin() if self.study is None else None
+        self._fail_stale(self.study)
+        if self._counted(1 << 62) >= self.n_trials:
             return None
         trial = self.study.ask()
+        if self._counted(trial.number) >= self.n_trials:  # another process took the last one meanwhile
+            trial.set_user_attr("surplus", True)
+            self.study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            return None
         self._open[j] = trial
+        self._mine.add(trial.number)
+        self._beats[j] = _Heartbeat(trial, self.BEAT)
         return self._suggest(trial)
 
-    def previous(self) -> list[dict]:
-        """The trials an earlier, interrupted run of this study finished (every finished one, in the
-        study's order, whatever lies between them: a trial left running by a killed process is
-        skipped, not counted in place of a finished one): they count for the winner."""
+    def number(self, j: int) -> int:
+        """Trial ``j`` of this run's number in the study (0-based; runs that resume count on)."""
+        return self._open[j].number
+
+    def others(self, on_wait=None) -> list[dict]:
+        """The study's finished trials that this run did not fit (an earlier run's, or a concurrent
+        one's), after waiting for the ones other processes are still fitting (``on_wait(n)`` once
+        when there are ``n``); in the study's order, a trial left running by a killed process
+        failed, not counted in place of a finished one. They count for the winner."""
         import optuna
-        done = optuna.trial.TrialState.COMPLETE
-        reasons = {done: "earlier run", optuna.trial.TrialState.PRUNED: "pruned (earlier run)",
-                   optuna.trial.TrialState.FAIL: "interrupted (earlier run)"}
-        return [{**self._params(t.params), "val_rmse": t.value if t.state == done else float("nan"),
-                 "reason": reasons[t.state], "run_id": None}
-                for t in self.study.trials if t.state.is_finished()]
+        s = optuna.trial.TrialState
+        waited = False
+        while True:
+            self._fail_stale(self.study)
+            running = [t for t in self.study.get_trials(deepcopy=False, states=(s.RUNNING,))
+                       if t.number not in self._mine]
+            if not running:
+                break
+            if on_wait is not None and not waited:
+                on_wait(len(running))
+            waited = True
+            time.sleep(1.0)
+        states = {s.PRUNED: "pruned", s.FAIL: "interrupted"}
+
+        def reason(t) -> str:
+            when = "earlier run" if t.datetime_start and t.datetime_start.timestamp() < self.began else "another run"
+            return f"{states[t.state]} ({when})" if t.state in states else when
+        return [{"trial": t.number, **self._params(t.params),
+                 "val_rmse": t.value if t.state == s.COMPLETE else float("nan"), "reason": reason(t), "run_id": None}
+                for t in self.study.get_trials(deepcopy=False)
+                if t.state.is_finished() and t.number not in self._mine and not t.user_attrs.get("surplus")]
 
     def listener(self, j: int):
         trial = self._open[j]
@@ -211,17 +334,23 @@ class TpeSearch:
                     raise Pruned(f"pruned at iterate {record.iteration} (validation RMSE {record.val_rmse:.4f})")
         return report
 
+    def _close(self, j: int):
+        beat = self._beats.pop(j, None)
+        if beat is not None:
+            beat.end()
+        return self._open.pop(j, None)
+
     def abandon(self, j: int) -> None:
-        """Trial ``j`` was interrupted (Ctrl-C, an error): told FAILED, so the study never holds a
+        """Trial ``j`` was interrupted (Ctrl-C, an error): told FAIL, so the study never holds a
         trial RUNNING forever and a resumed run does not count it."""
         import optuna
-        trial = self._open.pop(j, None)
+        trial = self._close(j)
         if trial is not None:
             self.study.tell(trial, state=optuna.trial.TrialState.FAIL)
 
     def tell(self, j: int, value: float | None) -> None:
         import optuna
-        trial = self._open.pop(j)
+        trial = self._close(j)
         if value is None:
             self.study.tell(trial, state=optuna.trial.TrialState.PRUNED)
         else:
@@ -241,6 +370,27 @@ class TpeSearch:
                 out.append(f"{key} = {best[key]:g} is at the {side} of the range searched ({what.low:g} to "
                            f"{what.high:g}): widen the range past it")
         return out
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())[:300] or type(exc).__name__
+
+
+def _study_errors(method):
+    """A failure of the study's storage inside ``method`` becomes a one-line ``StudyError``."""
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except (Pruned, StudyError):
+            raise
+        except Exception as exc:
+            raise StudyError(f"the study storage {self.storage or '(in memory)'} failed: {_one_line(exc)}") from None
+    return wrapper
+
+
+for _method in ("begin", "propose", "tell", "abandon", "others"):
+    setattr(TpeSearch, _method, _study_errors(getattr(TpeSearch, _method)))
 
 
 def _grid(axes: dict, trials: int | None, seed: int, storage: str, name: str) -> GridSearch:
@@ -270,8 +420,9 @@ def make_search(kind: str, given: dict, own: set[str], trials: int | None, seed:
 
 
 def study_name(cfg, optimizer: str) -> str:
-    """The name a TPE study of ``cfg`` is kept under (its space is appended): a rerun of the same
-    sweep finds and resumes it."""
+    """The readable start of the name a TPE study of ``cfg`` is kept under (the space and the
+    study's identity, a digest of what the trials measure, are appended): a rerun of the same sweep
+    finds and resumes it; a sweep on other data, another split, rule or model does not."""
     data = cfg.data
     where = Path(data.train_file or data.dataset).parent.name or data.dataset
     return "-".join([where, cfg.model.model, optimizer, f"seed{cfg.seed}", f"split{data.seed}"])

@@ -110,11 +110,10 @@ def test_tpe_is_seeded_and_prunes_and_an_interrupted_study_resumes(small_synthet
     import optuna
 
     def search(name, trials, storage=None):
-        out = TpeSearch(SPACE, trials, seed=3, storage=storage, name=name, warmup_trials=3, warmup_steps=3)
         # Median pruning compares a trial's best value so far, and these curves start alike: a
         # threshold shows the wiring (report each iterate, stop the fit, tell the study) for sure.
-        out.study.pruner = optuna.pruners.ThresholdPruner(upper=1.0, n_warmup_steps=3)
-        return out
+        return TpeSearch(SPACE, trials, seed=3, storage=storage, name=name, warmup_trials=3, warmup_steps=3,
+                         pruner=optuna.pruners.ThresholdPruner(upper=1.0, n_warmup_steps=3))
     a = run(search("a", 12, storage))
     b = run(search("b", 12))  # in memory, the same seed
     cols = ["rank", "reg", "weighting"]
@@ -122,9 +121,10 @@ def test_tpe_is_seeded_and_prunes_and_an_interrupted_study_resumes(small_synthet
     assert (a.trials["reason"] == "pruned").any() and (a.trials["reason"] != "pruned").any()
     assert a.best["rank"] == int(a.best["rank"]) and 1 <= a.best["rank"] <= 8 and 0.01 <= a.best["reg"] <= 10
     more = search("a", 15, storage)
-    assert more.resumed == 12
     c = run(more)
+    assert more.resumed == 12
     assert len(c.trials) == 15 and (c.trials["reason"].str.contains("earlier run")).sum() == 12
+    assert list(c.trials["trial"]) == list(range(15))  # numbered on from the earlier run's trials
     assert c.trials["val_rmse"].min() <= a.trials["val_rmse"].min()
 
 
@@ -176,6 +176,7 @@ def test_a_range_that_depends_on_the_weighting_is_drawn_from_the_branch_chosen(t
     space = {"reg": {"count": Range(0.01, 0.1), "none": Range(10.0, 100.0)}, "weighting": ("count", "none")}
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
     search = TpeSearch(space, 12, seed=1, storage=storage, name="cond")
+    search.begin()
     seen = set()
     for j in range(12):
         p = search.propose(j)
@@ -186,8 +187,9 @@ def test_a_range_that_depends_on_the_weighting_is_drawn_from_the_branch_chosen(t
         search.tell(j, p["reg"] if p["weighting"] == "count" else 1.0)
     assert seen == {"count", "none"}
     again = TpeSearch(space, 13, seed=1, storage=storage, name="cond")
+    again.begin()
     assert again.resumed == 12 and all(set(r) >= {"reg", "weighting"} and "reg[count]" not in r
-                                       for r in again.previous())
+                                       for r in again.others())
     assert search.edges({"reg": 99.0, "weighting": "none"})[0].startswith("reg = 99 is at the top of the range "
                                                                           "searched (10 to 100)")
     assert search.edges({"reg": 0.03, "weighting": "count"}) == []
@@ -216,14 +218,19 @@ def test_previous_lists_every_finished_trial_whatever_lies_between(tmp_path):
     first two trials (0.95 and the running one, as "pruned") and dropped the better 0.90."""
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
     first = TpeSearch(SPACE, 3, seed=0, storage=storage, name="s")
+    first.begin()
     t1 = first.study.ask()
     first.study.tell(t1, 0.95)
     first.study.ask()  # left RUNNING
     t3 = first.study.ask()
     first.study.tell(t3, 0.90)
     again = TpeSearch(SPACE, 5, seed=0, storage=storage, name="s")
+    again.GRACE = 0.0  # the running one was left by a process that died
+    again.begin()
     assert again.resumed == 2
-    assert sorted(r["val_rmse"] for r in again.previous()) == [0.90, 0.95]
+    rows = again.others()
+    assert sorted(r["val_rmse"] for r in rows if r["reason"] == "earlier run") == [0.90, 0.95]
+    assert [r["reason"] for r in rows if r["trial"] == 1] == ["interrupted (earlier run)"]
 
 
 def test_an_interrupted_trial_is_told_failed_not_left_running(small_synthetic, tmp_path, monkeypatch):
@@ -236,10 +243,12 @@ def test_an_interrupted_trial_is_told_failed_not_left_running(small_synthetic, t
     with pytest.raises(KeyboardInterrupt):
         experiment.sweep(cfg(), TpeSearch(SPACE, 3, seed=0, storage=storage, name="k"), "lbfgs",
                          ratings=small_synthetic)
-    states = [t.state for t in optuna.load_study(study_name="k", storage=storage).trials]
+    [name] = optuna.get_all_study_names(storage)
+    states = [t.state for t in optuna.load_study(study_name=name, storage=storage).trials]
     assert states == [optuna.trial.TrialState.FAIL]
-    again = TpeSearch(SPACE, 3, seed=0, storage=storage, name="k")
-    assert [r["reason"] for r in again.previous()] == ["interrupted (earlier run)"]
+    again = TpeSearch(SPACE, 3, seed=0, storage=storage, name=name)
+    again.begin()
+    assert [r["reason"] for r in again.others()] == ["interrupted (earlier run)"]
 
 
 def test_a_winner_from_an_earlier_run_is_not_tagged_through_a_missing_run_id(small_synthetic, tracking_uri,
@@ -250,8 +259,129 @@ def test_a_winner_from_an_earlier_run_is_not_tagged_through_a_missing_run_id(sma
     tracker = MlflowTracker(tracking_uri, artifact_root=tmp_path / "art")
     search = GridSearch({"rank": [2], "reg": [0.1]})
     earlier = {"rank": 3, "reg": 0.2, "val_rmse": 1e-9, "reason": "earlier run", "run_id": float("nan")}
-    monkeypatch.setattr(search, "previous", lambda: [earlier])
+    monkeypatch.setattr(search, "others", lambda on_wait=None: [earlier])
     out = experiment.sweep(cfg(), search, "als", tracker=tracker, ratings=small_synthetic)
     assert out.best["rank"] == 3 and "test_rmse" in out.test_metrics
     runs = tracker.client.search_runs([tracker.experiment_id])
     assert not any(r.data.tags.get("winner") for r in runs)
+
+
+# -- a study's identity, resumption and sharing (issue 22, class 1 a, e, f; class 6) ---------------
+def _sweep_cli(data: str, data_dir, *extra) -> list[str]:
+    import sys
+    return [sys.executable, "-m", "pipeline", "sweep", "--dataset", str(data), "--data-dir", str(data_dir),
+            "--optimizer", "als", "--max-passes", "20", "-q", "--no-tracking", *extra]
+
+
+def test_a_study_is_resumed_only_by_the_same_data_split_and_rule(small_synthetic, tmp_path, runner):
+    """Two files in one folder: the second sweep "resumed" the first's study (4 of 4 trials done
+    before) and reported a winner chosen on the other file's validation part."""
+    from pipeline.cli import cli
+    from pipeline.data import write_udata
+    from pipeline.data.synthetic import SyntheticSpec, generate
+    folder = tmp_path / "A"
+    folder.mkdir()
+    write_udata(small_synthetic, folder / "small.data")
+    write_udata(generate(SyntheticSpec(n_users=70, n_items=50, n_ratings=1700, min_per_user=5, seed=9)),
+                folder / "other.data")
+    args = lambda name, *extra: ["sweep", "--dataset", str(folder / name), "--data-dir", str(tmp_path / "d"),
+                                 "--optimizer", "als", "--trials", "2", "--max-passes", "20", "-q", "--no-tracking",
+                                 *extra]
+    first = runner.invoke(cli, args("small.data"))
+    assert first.exit_code == 0, first.output and "resuming" not in first.stderr
+    for other in (args("other.data"), args("small.data", "--fractions", "0.7,0.1,0.2"),
+                  args("small.data", "--max-passes", "21"), args("small.data", "--min-user-ratings", "20")):
+        res = runner.invoke(cli, other)
+        assert res.exit_code == 0, res.output
+        assert "resuming" not in res.stderr and res.stderr.count("trial ") == 2, (other[-2:], res.stderr)
+    again = runner.invoke(cli, args("small.data", "--trials", "3"))
+    assert "resuming study" in again.stderr and "2 of 3 trials done before" in again.stderr
+    assert again.stderr.count("trial ") == 1 and "trial 3/3" in again.stderr
+
+
+def test_a_resumed_study_draws_new_start_up_points_and_numbers_on(tmp_path):
+    """The seeded sampler, recreated, replayed the start-up points the first run had tried."""
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    first = TpeSearch(SPACE, 3, seed=0, storage=storage, name="r", warmup_trials=10)
+    first.begin()
+    seen = []
+    for j in range(3):
+        seen.append(first.propose(j))
+        assert first.number(j) == j
+        first.tell(j, 1.0)
+    again = TpeSearch(SPACE, 6, seed=0, storage=storage, name="r", warmup_trials=10)
+    again.begin()
+    assert again.resumed == 3
+    for j in range(3):
+        p = again.propose(j)
+        assert again.number(j) == 3 + j and p not in seen, (p, seen)
+        again.tell(j, 1.0)
+    assert again.propose(3) is None
+
+
+def test_two_searches_on_one_study_share_its_trials_and_its_winner(tmp_path):
+    """Interleaved like two processes: between them they fit n_trials, not 2 n; a trial asked
+    beyond n is told FAIL unfitted; each waits for the other's running trial and both see all."""
+    import threading
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    a, b = (TpeSearch(SPACE, 3, seed=s, storage=storage, name="shared") for s in (0, 1))
+    a.begin(), b.begin()
+    assert a.propose(0) and b.propose(0) and a.propose(1)
+    assert b.propose(1) is None and a.propose(2) is None  # three being fitted
+    a.tell(0, 0.9), a.tell(1, 0.8)
+    waits = []
+    threading.Timer(1.5, lambda: b.tell(0, 0.7)).start()
+    theirs = a.others(waits.append)
+    assert waits == [1] and [(r["trial"], r["val_rmse"], r["reason"]) for r in theirs] == [(1, 0.7, "another run")]
+    assert sorted(r["val_rmse"] for r in b.others()) == [0.8, 0.9]
+    # the surplus path: another process asks between this one's count and its ask
+    c = TpeSearch(SPACE, 4, seed=2, storage=storage, name="shared")
+    c.begin()
+    real = c._counted
+    c._counted = lambda below: 0 if below > 1000 else real(below) + 1
+    assert c.propose(0) is None
+    import optuna
+    last = optuna.load_study(study_name="shared", storage=storage).trials[-1]
+    assert last.state == optuna.trial.TrialState.FAIL and last.user_attrs["surplus"] and not last.params
+    assert len(c.others()) == 3  # the surplus trial is not a row
+
+
+@pytest.mark.slow
+def test_two_concurrent_sweep_processes_fit_the_study_once_and_agree(small_synthetic, tmp_path):
+    """`recsys sweep --trials 6` twice at once ended with 12 trials and two different winners."""
+    import subprocess
+    from pipeline.data import write_udata
+    data = tmp_path / "small.data"
+    write_udata(small_synthetic, data)
+    runs = [subprocess.Popen(_sweep_cli(data, tmp_path / "d", "--trials", "6", "--seed", "0"), text=True,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(2)]
+    outs = [p.communicate(timeout=300) for p in runs]
+    assert [p.returncode for p in runs] == [0, 0], outs
+    fitted = sum(line.startswith("trial ") for _, err in outs for line in err.splitlines())
+    assert fitted == 6, outs
+    winners = {next(line for line in out.splitlines() if line.startswith("winner")) for out, _ in outs}
+    assert len(winners) == 1, outs
+
+
+def test_study_storage_problems_are_one_line_about_the_study(small_synthetic, tmp_path, runner):
+    """A corrupt optuna.db, a foreign SQLite file, a missing driver: one line naming the study's
+    storage (they read "the MLflow store failed" or were a traceback)."""
+    import sqlite3
+    from pipeline.cli import cli
+    from pipeline.data import write_udata
+    data = tmp_path / "small.data"
+    write_udata(small_synthetic, data)
+    garbage = tmp_path / "garbage.db"
+    garbage.write_bytes(b"SQLite format 3\x00" + b"\x13" * 3000)
+    foreign = tmp_path / "foreign.db"
+    with sqlite3.connect(foreign) as db:
+        db.execute("create table trials (x text)")
+        db.execute("insert into trials values ('mine')")
+    for storage in (f"sqlite:///{garbage}", f"sqlite:///{foreign}", "postgresql://localhost/none",
+                    "nonsense://x", f"sqlite:///{tmp_path / 'no' / 'such' / 'folder.db'}"):
+        res = runner.invoke(cli, ["sweep", "--dataset", str(data), "--data-dir", str(tmp_path / "d"), "--trials", "1",
+                                  "--max-passes", "5", "-q", "--no-tracking", "--study-storage", storage])
+        assert res.exit_code == 1, (storage, res.output)
+        last = res.output.strip().splitlines()[-1]
+        assert last.startswith(f"Error: the study storage {storage}") and "MLflow" not in res.output, res.output
+        assert "Traceback" not in res.output

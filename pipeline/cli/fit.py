@@ -181,7 +181,7 @@ def sweep(optimizer, search, ranks, regs, reg_biases, weightings, val_fraction, 
     the edge of what was searched is said. Trials stop 10 iterations after their best validation
     RMSE unless --patience says otherwise."""
     from pipeline import experiment
-    from pipeline.search import DEFAULT_PATIENCE, default_storage, make_search, study_name
+    from pipeline.search import DEFAULT_PATIENCE, StudyError, default_storage, make_search, study_name
     cfg = run_config(kw, (optimizer,))
     if kw.get("patience") is None:  # a trial is over once its validation RMSE has stopped improving
         cfg = replace(cfg, rule=replace(cfg.rule, patience=DEFAULT_PATIENCE))
@@ -193,9 +193,6 @@ def sweep(optimizer, search, ranks, regs, reg_biases, weightings, val_fraction, 
                                study_storage or default_storage(cfg.data.data_dir), study_name(cfg, optimizer))
     except ValueError as exc:
         raise InputError(str(exc)) from None
-    if getattr(proposer, "resumed", 0):
-        click.echo(f"note: resuming study {proposer.study.study_name}: {proposer.resumed} of {proposer.n_trials} "
-                   "trials done before", err=True)
 
     def on_trial(j, n, params, val):
         shown = f"val_rmse {val:.4f}" if val is not None else "pruned"
@@ -203,9 +200,12 @@ def sweep(optimizer, search, ranks, regs, reg_biases, weightings, val_fraction, 
                                                    for k, v in params.items()) + f"  {shown}", err=True)
     try:
         out = experiment.sweep(cfg, proposer, optimizer, tracker, None if kw.get("quiet") else Progress(10.0),
-                               on_trial=on_trial, val_fraction=val_fraction)
+                               on_trial=on_trial, val_fraction=val_fraction,
+                               on_note=lambda text: click.echo(f"note: {text}", err=True))
     except ValueError as exc:
         raise InputError(str(exc)) from None
+    except StudyError as exc:
+        raise click.ClickException(str(exc)) from None
     shown = out.trials.drop(columns=["run_id"]).sort_values("val_rmse")
     click.echo(shown.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     click.echo("")

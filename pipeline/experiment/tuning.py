@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+import hashlib
+from dataclasses import asdict, dataclass, field, replace
 from typing import Callable
 
 import numpy as np
@@ -34,6 +35,22 @@ def _with_model(cfg: RunConfig, params: dict) -> RunConfig:
     return replace(cfg, model=cfg.model.with_values(**params))
 
 
+def study_identity(cfg: RunConfig, blind: Split, optimizer: str, searched: set[str]) -> str:
+    """12 hex digits of SHA-256 over everything that changes what a trial measures: the ratings it
+    is fitted and selected on (so the file, its filters, the split's method, fractions and seed),
+    the stopping rule, the model and its hyperparameters outside ``searched``, the optimizer and
+    its options, the initialization seed. A study under another identity is another study."""
+    h = hashlib.sha256()
+    for part in (blind.train, blind.validation):
+        for a in (part.users, part.items, part.ratings):
+            h.update(np.ascontiguousarray(a).tobytes())
+        h.update(b"|")
+    fixed = {k: v for k, v in cfg.model.params().items() if k not in searched}
+    h.update(repr((sorted(fixed.items()), sorted(asdict(cfg.rule).items()), optimizer,
+                   sorted(cfg.optimizer_options.get(optimizer, {}).items()), cfg.seed)).encode())
+    return h.hexdigest()[:12]
+
+
 def _trial(j: int, params: dict, cfg: RunConfig, blind: Split, ratings: Ratings, search, optimizer: str,
            tracker, parent_id, progress) -> tuple[dict, float | None]:
     """Trial ``j``: the search's point fitted on the blind split (no test part), a child run; its
@@ -42,7 +59,8 @@ def _trial(j: int, params: dict, cfg: RunConfig, blind: Split, ratings: Ratings,
     prep = prepare_split(blind, ratings, tcfg)
     if j == 0:
         warm_up(prep.objective)  # the first trial's clock must not pay for compilation
-    with tracker.run(f"trial-{j}", {**run_params(tcfg, prep), "optimizer": optimizer}, parent_id,
+    number = search.number(j)
+    with tracker.run(f"trial-{number}", {**run_params(tcfg, prep), "optimizer": optimizer}, parent_id,
                      {"kind": "trial"}) as rid:
         try:
             res, m = fit(prep, optimizer, tcfg, records.listeners(progress, tracker.curve_listener(rid), search.listener(j)))
@@ -57,12 +75,15 @@ def _trial(j: int, params: dict, cfg: RunConfig, blind: Split, ratings: Ratings,
             raise
         tracker.set_tags(rid, {"stop_reason": reason})
     search.tell(j, value)
-    return {**params, "val_rmse": value if value is not None else np.nan, **row, "reason": reason, "run_id": rid}, value
+    return {"trial": number, **params, "val_rmse": value if value is not None else np.nan, **row, "reason": reason,
+            "run_id": rid}, value
 
 
 def _select(out: Sweep, rows: list[dict], cfg: RunConfig, search) -> pd.Series:
     """The winner by validation RMSE among the finished trials (its values in their own types)."""
     trials_frame = pd.DataFrame(rows)
+    if "trial" in trials_frame:
+        trials_frame = trials_frame.sort_values("trial", kind="stable").reset_index(drop=True)
     if trials_frame.empty or trials_frame["val_rmse"].isna().all():
         raise DataError("the sweep has no finished trial to select from (all were pruned, or none was left)")
     best_row = trials_frame.loc[trials_frame["val_rmse"].idxmin()]
@@ -75,7 +96,7 @@ def _select(out: Sweep, rows: list[dict], cfg: RunConfig, search) -> pd.Series:
 
 def sweep(cfg: RunConfig, search, optimizer: str, tracker=NullTracker(), progress: Listener | None = None,
           ratings: Ratings | None = None, on_trial: Callable[[int, int, dict, float | None], None] | None = None,
-          val_fraction: float = 0.1) -> Sweep:
+          val_fraction: float = 0.1, on_note: Callable[[str], None] | None = None) -> Sweep:
     """Tune the hyperparameters ``search`` proposes (``pipeline.search``: a grid, or Optuna's TPE
     over ranges with pruning) by validation RMSE only, then refit the winner on train + validation
     and score it once on test.
@@ -84,7 +105,10 @@ def sweep(cfg: RunConfig, search, optimizer: str, tracker=NullTracker(), progres
     empty, so nothing about test can leak into the selection (tested). A split without a
     validation part (``--train/--test`` files) holds out ``val_fraction`` of its training part,
     seeded by the split seed. A trial the search prunes ends with reason "pruned"; a winner at
-    the edge of what was searched is reported in ``Sweep.edges``.
+    the edge of what was searched is reported in ``Sweep.edges``. A search that keeps a study
+    (TPE) opens it under ``study_identity`` and counts, for the winner, the trials an earlier or a
+    concurrent run finished; ``on_note`` hears, in words, that a study resumes or that the run
+    waits for another's trials. ``on_trial(number, n_trials, params, val_rmse)`` after each trial.
     """
     if optimizer not in REGISTRY:
         raise KeyError(f"unknown optimizer {optimizer!r}; choose from {', '.join(REGISTRY)}")
@@ -93,7 +117,11 @@ def sweep(cfg: RunConfig, search, optimizer: str, tracker=NullTracker(), progres
     blind = Split(split.train, split.validation, split.test.subset(np.array([], dtype=np.int64)), split.seed,
                   split.method, split.fold)
     search.check(lambda params: _with_model(cfg, params))  # every point it will try a valid model, before any fit
-    rows = list(search.previous())  # trials an interrupted run of the same study finished
+    search.begin(study_identity(cfg, blind, optimizer, search.keys))
+    note = on_note or (lambda _text: None)
+    if search.resumed:
+        note(f"resuming study {search.study.study_name}: {search.resumed} of {search.n_trials} trials done before")
+    rows = []
     out = Sweep(pd.DataFrame(), {}, {}, split=split)
     tracker.use_experiment(ratings.name)
     with tracker.run(f"sweep-{optimizer}", {"optimizer": optimizer, **search.describe(),
@@ -104,8 +132,9 @@ def sweep(cfg: RunConfig, search, optimizer: str, tracker=NullTracker(), progres
             row, value = _trial(j, params, cfg, blind, ratings, search, optimizer, tracker, parent_id, progress)
             rows.append(row)
             if on_trial:
-                on_trial(j, search.n_trials, params, value)
+                on_trial(row["trial"], search.n_trials, params, value)
             j += 1
+        rows += search.others(lambda n: note(f"waiting for {n} trial{'s' * (n > 1)} another run of this study is fitting"))
         best_row = _select(out, rows, cfg, search)
         out.refit = _refit_plan(split, cfg, out.best, best_row)
         out.test_metrics = _run_refit(*out.refit, ratings, optimizer, tracker, parent_id, progress)
