@@ -228,8 +228,7 @@ class MlflowTracker:
         if exp is None:
             location = None
             if self.artifact_root is not None:
-                safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name)
-                location = (self.artifact_root / safe).as_uri()
+                location = (self.artifact_root / path_component(name)).as_uri()
             self.experiment_id = self.client.create_experiment(name, artifact_location=location)
         else:
             if exp.lifecycle_stage == "deleted":
@@ -388,16 +387,18 @@ class MlflowTracker:
         return out
 
     def latest_comparison(self, experiment: str | None = None) -> str:
-        """The run id of the newest comparison (in ``experiment``, or in any experiment)."""
+        """The run id of the newest finished comparison (in ``experiment``, or in any experiment):
+        one still running, killed or failed has an incomplete race."""
         exps = ([self.client.get_experiment_by_name(experiment)] if experiment
                 else [e for e in self.client.search_experiments()])
         exps = [e for e in exps if e is not None]
         if not exps:
             raise LookupError(f"no experiment {experiment!r} in {self.tracking_uri}")
-        runs = self.client.search_runs([e.experiment_id for e in exps], "tags.kind = 'comparison'",
+        runs = self.client.search_runs([e.experiment_id for e in exps],
+                                       "tags.kind = 'comparison' and attributes.status = 'FINISHED'",
                                        order_by=["attributes.start_time DESC"], max_results=1)
         if not runs:
-            raise LookupError(f"no comparison run in {self.tracking_uri}: run `recsys compare` first")
+            raise LookupError(f"no finished comparison run in {self.tracking_uri}: run `recsys compare` first")
         return runs[0].info.run_id
 
     def load_comparison(self, parent_id: str) -> dict:
@@ -414,7 +415,8 @@ class MlflowTracker:
                                                f"tags.mlflow.parentRunId = '{repeats[0].info.run_id}'",
                                                order_by=["attributes.start_time ASC"])
         out = {"parent": {"run_id": parent_id, "params": parent.data.params, "metrics": parent.data.metrics,
-                          "tags": parent.data.tags, "experiment": self.client.get_experiment(parent.info.experiment_id).name},
+                          "tags": parent.data.tags, "status": parent.info.status,
+                          "experiment": self.client.get_experiment(parent.info.experiment_id).name},
                "children": []}
         for c in children:
             curves = {}
@@ -494,6 +496,14 @@ def _log_model(tracker: "MlflowTracker", run_id: str, recommender, name: str, st
 def load_recommender(model_uri: str):
     """The :class:`Recommender` inside a logged pyfunc model (for top-n lists)."""
     return mlflow.pyfunc.load_model(model_uri).unwrap_python_model().recommender
+
+
+def path_component(name: str) -> str:
+    """``name`` (an experiment's, which comes from data or from a shared store) as one safe path
+    component: letters, digits, ``-``, ``_`` and inner dots kept, every other character ``_``, no
+    leading dot (so never ``.`` or ``..``), at most 100 characters."""
+    safe = "".join(ch if ch.isalnum() and ch.isascii() or ch in "-_." else "_" for ch in name)[:100]
+    return ("_" + safe.lstrip(".")) if safe.startswith(".") else safe or "_"
 
 
 def ui_command(tracking_uri: str, host: str = UI_HOST, port: int = UI_PORT) -> list[str]:

@@ -257,9 +257,44 @@ def test_report_from_a_logged_comparison(tmp_path, runner, small_file, tracking_
     assert "report/report.md" in {a.path for a in client.list_artifacts(parent.info.run_id, "report")}
 
 
+def test_report_refuses_an_unfinished_comparison_and_keeps_names_out_of_paths(tmp_path, runner, small_file,
+                                                                             tracking_uri, monkeypatch):
+    """Issue 22, classes 7 and 11: `recsys report` on a comparison still running wrote an
+    incomplete report into the live run; an experiment renamed ``../../../../tmp/x`` on a shared
+    store made it write outside reports/."""
+    from mlflow.tracking import MlflowClient
+    (tmp_path / "pyproject.toml").write_text('[project]\nname = "recsys"\n')
+    monkeypatch.chdir(tmp_path)
+    res = runner.invoke(cli, ["compare", "--dataset", str(small_file), "--rank", "2", "--max-iter", "20",
+                              "--optimizers", "gd,lbfgs", "--quiet"])
+    assert res.exit_code == 0, res.output
+    client = MlflowClient(tracking_uri)
+    exp = client.get_experiment_by_name("small")
+    client.rename_experiment(exp.experiment_id, "../../../../" + str(tmp_path / "escaped").lstrip("/"))
+    live = client.create_run(exp.experiment_id, tags={"kind": "comparison"}, run_name="compare-live")
+    res = runner.invoke(cli, ["report", "--run-id", live.info.run_id])
+    assert res.exit_code == 2 and f"comparison {live.info.run_id} is RUNNING: wait" in res.stderr, res.output
+    assert not client.list_artifacts(live.info.run_id)
+    res = runner.invoke(cli, ["report"])  # the newest finished comparison, not the live one
+    assert res.exit_code == 0, res.output
+    [folder] = (tmp_path / "reports").iterdir()
+    assert (folder / "report.md").is_file() and folder.name.startswith("_") and "/" not in folder.name
+    assert not (tmp_path / "escaped").exists() and not list(tmp_path.parent.glob("*escaped*"))
+
+
+def test_an_experiment_named_dot_dot_keeps_its_artifacts_under_the_root(tmp_path):
+    from pipeline.tracking import MlflowTracker, path_component
+    assert [path_component(n) for n in ("..", ".", "", "a/b", "../../x", "ml-100k", "ünï")] == \
+        ["_", "_", "_", "a_b", "__.._x", "ml-100k", "_n_"]
+    tracker = MlflowTracker(f"sqlite:///{tmp_path / 'm.db'}", artifact_root=tmp_path / "mlruns")
+    tracker.use_experiment("..")
+    location = tracker.client.get_experiment(tracker.experiment_id).artifact_location
+    assert location.startswith((tmp_path / "mlruns").as_uri() + "/") and not location.endswith("/..")
+
+
 def test_report_without_runs_is_one_line(runner, tracking_uri):
     res = runner.invoke(cli, ["report"])
-    assert res.exit_code == 2 and "no comparison run" in res.stderr
+    assert res.exit_code == 2 and "no finished comparison run" in res.stderr
 
 
 def test_ui_prints_links_on_its_own_port(runner, tracking_uri, monkeypatch, small_file, tmp_path):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import io
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -274,10 +275,10 @@ def test_cache_key_follows_content_and_options(tmp_path):
     from pipeline.data import cache
     p = tmp_path / "u.data"
     p.write_text(udata_text())
-    key = cache.cache_key(p, ReadOptions())
-    assert cache.cache_key(p, ReadOptions(rating_scale=(0.0, 5.0))) != key
+    key = cache.cache_key(cache.file_sha256(p), ReadOptions())
+    assert cache.cache_key(cache.file_sha256(p), ReadOptions(rating_scale=(0.0, 5.0))) != key
     p.write_text(udata_text(ROWS[:-1]))  # same name, new content: a new entry, never the stale one
-    assert cache.cache_key(p, ReadOptions()) != key
+    assert cache.cache_key(cache.file_sha256(p), ReadOptions()) != key
     cache_dir = tmp_path / "cache"
     read_ratings(p, cache_dir=cache_dir)
     p.write_text(udata_text())
@@ -290,7 +291,7 @@ def test_bad_or_unwritable_cache_is_skipped(tmp_path):
     p.write_text(udata_text())
     cache_dir = tmp_path / "cache"
     cache_dir.mkdir()
-    (cache_dir / f"{cache.cache_key(p, ReadOptions())}.npz").write_bytes(b"PK\x03\x04 truncated")
+    (cache_dir / f"{cache.cache_key(cache.file_sha256(p), ReadOptions())}.npz").write_bytes(b"PK\x03\x04 truncated")
     check_rows(read_ratings(p, cache_dir=cache_dir))
     blocked = tmp_path / "file-not-folder"
     blocked.write_text("x")
@@ -376,8 +377,39 @@ def test_a_crafted_cache_entry_is_not_trusted(tmp_path, tamper):
     else:
         fields["ratings"] = fields["ratings"] + 100.0
     np.savez(entry, **fields)
-    assert cache.load(cache_dir, entry.stem) is None  # the entry's invariants fail: dropped
+    assert cache.load(cache_dir, entry.stem, p, cache.file_sha256(p)) is None  # invariants fail: dropped
     _same(honest, read_ratings(p, cache_dir=cache_dir))
+
+
+def test_another_files_entry_under_this_files_key_is_parsed_again(tmp_path, small_synthetic):
+    """Issue 22, class 12: a structurally valid entry holding another file's ratings (3,000 of
+    them) under this file's key (8,000) was used as this file's data, and its member field named
+    the experiment."""
+    from pipeline.data import cache, random_split, write_udata
+    small, big = tmp_path / "small" / "u.data", tmp_path / "big" / "u.data"
+    write_udata(random_split(small_synthetic, (0.5, 0.0, 0.5), 0).train, small)
+    write_udata(small_synthetic, big)
+    cache_dir = tmp_path / "cache"
+    read_ratings(small, cache_dir=cache_dir)
+    [small_entry] = cache_dir.glob("*.npz")
+    big_key = cache.cache_key(cache.file_sha256(big), ReadOptions())
+    small_entry.rename(cache_dir / f"{big_key}.npz")
+    assert len(read_ratings(big, cache_dir=cache_dir)) == len(small_synthetic)
+    # an entry that names a member its source does not hold (a crafted path, or another archive's)
+    with np.load(cache_dir / f"{big_key}.npz", allow_pickle=False) as z:
+        fields = {k: z[k] for k in z.files}
+    np.savez(cache_dir / f"{big_key}.npz", **{**fields, "member": np.array("../../x/u.data")})
+    again = read_ratings(big, cache_dir=cache_dir)
+    assert again.name == "big" and again.source == str(big) and len(again) == len(small_synthetic)
+
+
+def test_a_dataset_in_a_folder_reached_through_dot_dot_is_named_by_the_folder(tmp_path, monkeypatch):
+    """``../u.data`` named the experiment ``..``, and its artifacts landed in the project root."""
+    (tmp_path / "films").mkdir()
+    (tmp_path / "films" / "u.data").write_text(udata_text())
+    (tmp_path / "films" / "sub").mkdir()
+    monkeypatch.chdir(tmp_path / "films" / "sub")
+    assert read_ratings(Path("..") / "u.data").name == "films"
 
 
 @pytest.mark.parametrize("size", [70_000, 5_000_000])

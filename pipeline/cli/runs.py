@@ -26,7 +26,7 @@ from pipeline.config import default_tracking_uri, project_root
 def report(run_id, experiment, out_dir, tracking_uri):
     """Write the case study of a logged comparison (Markdown + PNG figures) and log it to its run."""
     from pipeline import report as report_module
-    from pipeline.tracking import MlflowTracker
+    from pipeline.tracking import MlflowTracker, path_component
     tracker = MlflowTracker(tracking_uri or default_tracking_uri(), create=False)
     try:
         run_id = run_id or tracker.latest_comparison(experiment)
@@ -35,7 +35,13 @@ def report(run_id, experiment, out_dir, tracking_uri):
         raise InputError(str(exc)) from None
     except Exception as exc:  # an unknown run id comes back as an MLflow error
         raise InputError(f"cannot read run {run_id}: {str(exc).splitlines()[0]}") from None
-    folder = Path(out_dir or project_root() / "reports" / f"{logged['parent']['experiment']}-{run_id[:8]}")
+    status = logged["parent"]["status"]
+    if status != "FINISHED":
+        raise InputError(f"comparison {run_id} is {status}: "
+                         + ("wait until it finishes (or `recsys runs repair` if its process is gone)"
+                            if status == "RUNNING" else "it did not finish, so its race is incomplete; run it again"))
+    name = path_component(f"{logged['parent']['experiment']}-{run_id[:8]}")
+    folder = Path(out_dir or project_root() / "reports" / name)
     path = report_module.write_report(logged, folder)
     for f in sorted(folder.iterdir()):
         tracker.log_artifact(run_id, f, "report")

@@ -10,7 +10,12 @@ Once a file has been read and validated, its ``Ratings`` arrays are saved as one
 so an edited file, different read options or a new cache layout never hit a stale entry; there is
 nothing to invalidate by hand (delete the folder to reclaim the space). A cache that cannot be
 written (read-only disk, no space) or read (truncated entry) is skipped, never an error: the file
-is parsed as if there were no cache. Side information (titles, genres, user features) is not
+is parsed as if there were no cache. An entry is checked on every load against what can be
+checked cheaply: it names its source's whole SHA-256 and size (an entry made for another file,
+copied or renamed under this one's key, is parsed again), the archive member it came from must be
+one the source holds, and its arrays keep the invariants of ``Ratings``. What it cannot catch is an
+entry forged with this file's checksum and other ratings: that needs write access to the cache
+folder, the same trust as the data folder it sits in. Side information (titles, genres, user features) is not
 cached; it is read from the small files next to the ratings each time.
 """
 
@@ -27,7 +32,7 @@ import numpy as np
 
 from pipeline.data.ratings import Ratings
 
-FORMAT = 2  # 2: ids are labels ("007" and "7" two ids), so entries of 1 are not reused
+FORMAT = 3  # 2: ids are labels ("007" and "7" two ids); 3: entries name their source's SHA-256 and size
 _CHUNK = 1 << 22
 
 
@@ -39,29 +44,41 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def cache_key(path: Path, options) -> str:
-    """The entry's name: the file's checksum, the read options and the cache format."""
+def cache_key(digest: str, options) -> str:
+    """The entry's name: the file's checksum (``file_sha256``), the read options and the cache format."""
     opts = hashlib.sha256(repr((FORMAT, sorted(asdict(options).items()))).encode()).hexdigest()[:12]
-    return f"{file_sha256(path)[:32]}-{opts}"
+    return f"{digest[:32]}-{opts}"
 
 
-def load(cache_dir: Path, key: str) -> tuple[Ratings, str | None] | None:
+def load(cache_dir: Path, key: str, source: Path, digest: str) -> tuple[Ratings, str | None] | None:
     """The cached ``Ratings`` (without side information) and the archive member they came from,
-    or ``None`` on a miss or a bad entry."""
+    or ``None`` on a miss or an entry that is bad or not ``source``'s (SHA-256 ``digest``)."""
     entry = Path(cache_dir) / f"{key}.npz"
     if not entry.is_file():
         return None
     try:
         with np.load(entry, allow_pickle=False) as z:
+            if str(z["source_sha256"]) != digest or int(z["source_size"]) != source.stat().st_size:
+                return None  # another file's entry under this one's name
             scale = z["rating_scale"]
             ratings = Ratings(users=z["users"], items=z["items"], ratings=z["ratings"], user_ids=z["user_ids"],
                               item_ids=z["item_ids"], rating_scale=(float(scale[0]), float(scale[1])),
                               timestamps=z["timestamps"] if bool(z["has_timestamps"]) else None,
                               name=str(z["name"]), source=str(z["source"]))
             member = str(z["member"]) or None
+        if member is not None and not _holds(source, member):
+            return None
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):  # truncated or foreign: parse again
         return None
     return (ratings, member) if _valid(ratings) else None
+
+
+def _holds(source: Path, member: str) -> bool:
+    """Whether the archive ``source`` has a member named ``member`` (the name the entry gives)."""
+    if not zipfile.is_zipfile(source):
+        return False
+    with zipfile.ZipFile(source) as zf:
+        return member in zf.namelist()
 
 
 def _valid(r: Ratings) -> bool:
@@ -82,8 +99,9 @@ def _valid(r: Ratings) -> bool:
     return all(checks)
 
 
-def store(cache_dir: Path, key: str, ratings: Ratings, member: str | None = None) -> Path | None:
-    """Write the entry atomically (temporary file, then rename); ``None`` if it cannot be written."""
+def store(cache_dir: Path, key: str, ratings: Ratings, source: Path, digest: str,
+          member: str | None = None) -> Path | None:
+    """Write ``source``'s entry atomically (temporary file, then rename); ``None`` if it cannot be written."""
     cache_dir = Path(cache_dir)
     entry = cache_dir / f"{key}.npz"
     tmp = cache_dir / f".{key}.{os.getpid()}.tmp.npz"
@@ -93,7 +111,8 @@ def store(cache_dir: Path, key: str, ratings: Ratings, member: str | None = None
         np.savez(tmp, users=ratings.users, items=ratings.items, ratings=ratings.ratings,
                  user_ids=ratings.user_ids, item_ids=ratings.item_ids, rating_scale=np.array(ratings.rating_scale),
                  timestamps=ratings.timestamps if has_t else np.empty(0, np.int64), has_timestamps=has_t,
-                 name=ratings.name, source=ratings.source, member=member or "")
+                 name=ratings.name, source=ratings.source, member=member or "", source_sha256=digest,
+                 source_size=source.stat().st_size)
         os.replace(tmp, entry)
         return entry
     except (OSError, ValueError):

@@ -81,8 +81,10 @@ def dataset_name(path: Path) -> str:
     for suffix in (".gz", ".zip", ".parquet", ".pq"):
         if name.endswith(suffix):
             name = name[: -len(suffix)]
-    if name in {"u.data", "ratings.csv", "ratings.dat"} and path.parent.name:
-        return path.parent.name
+    if name in {"u.data", "ratings.csv", "ratings.dat"}:
+        folder = path.absolute().parent.resolve().name  # "../u.data" is named by the folder, not ".."
+        if folder:
+            return folder
     return Path(name).stem if "." in name else name
 
 
@@ -151,8 +153,9 @@ def read_ratings(path: str | os.PathLike, options: ReadOptions = ReadOptions(),
     check_path(path)
     key = None
     if cache_dir is not None:
-        key = cache.cache_key(path, options)
-        hit = cache.load(Path(cache_dir), key)
+        digest = cache.file_sha256(path)
+        key = cache.cache_key(digest, options)
+        hit = cache.load(Path(cache_dir), key, path, digest)
         if hit is not None:
             ratings, member = hit
             # The entry is keyed by content: name and source are this run's file, not the one that
@@ -163,7 +166,7 @@ def read_ratings(path: str | os.PathLike, options: ReadOptions = ReadOptions(),
             return _with_side(ratings, path, member)
     ratings, member = _parse(path, options)
     if key is not None:
-        cache.store(Path(cache_dir), key, ratings, member)
+        cache.store(Path(cache_dir), key, ratings, path, digest, member)
     return _with_side(ratings, path, member)
 
 
