@@ -15,6 +15,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from pipeline.data.ratings import DataError
+
 
 @dataclass
 class Recommender:
@@ -53,15 +55,47 @@ class Recommender:
 
     @classmethod
     def load(cls, path: str | Path) -> "Recommender":
+        """The model saved in ``path``, checked before use (``DataError`` naming the file): its
+        scorer a class of this package, every stored number finite, the id maps, training pairs
+        and the scorer's arrays of matching sizes."""
         z = np.load(path, allow_pickle=False)
         module, _, name = str(z["scorer"]).partition(":")
-        kind = getattr(importlib.import_module(module), name)
-        scorer = kind.from_arrays({k[len("scorer_"):]: z[k] for k in z.files if k.startswith("scorer_")})
+        if not (module == "pipeline" or module.startswith("pipeline.")) or not name.isidentifier():
+            raise DataError(f"{path}: the model names a scorer outside this package ({module}:{name})")
+        kind = getattr(importlib.import_module(module), name, None)
+        if not hasattr(kind, "from_arrays"):
+            raise DataError(f"{path}: {module}:{name} is not a scorer")
+        arrays = {k[len("scorer_"):]: z[k] for k in z.files if k.startswith("scorer_")}
+        for key, a in arrays.items():
+            if a.dtype.kind not in "fiub" or (a.dtype.kind == "f" and not np.isfinite(a).all()):
+                raise DataError(f"{path}: the model's {key} is not all finite numbers")
+        scorer = kind.from_arrays(arrays)
         uid = z["user_ids"].astype(np.int64) if bool(z["user_int"]) else z["user_ids"]
         iid = z["item_ids"].astype(np.int64) if bool(z["item_int"]) else z["item_ids"]
         titles = dict(zip(z["title_keys"].tolist(), z["title_values"].tolist())) or None
-        return cls(scorer, uid, iid, z["user_known"], z["item_known"], z["train_users"], z["train_items"],
-                   tuple(z["scale"].tolist()), titles)
+        out = cls(scorer, uid, iid, z["user_known"], z["item_known"], z["train_users"], z["train_items"],
+                  tuple(z["scale"].tolist()), titles)
+        out._check(path)
+        return out
+
+    def _check(self, path) -> None:
+        """Sizes that must agree, and one row of scores for the last user and the fallback."""
+        nu, ni = len(self.user_ids), len(self.item_ids)
+        lo, hi = self.rating_scale
+        ok = (len(self.user_known) == nu and len(self.item_known) == ni
+              and len(self.train_users) == len(self.train_items)
+              and (len(self.train_users) == 0 or (0 <= self.train_users.min() and self.train_users.max() < nu
+                                                  and 0 <= self.train_items.min() and self.train_items.max() < ni))
+              and np.isfinite([lo, hi]).all() and lo <= hi)
+        if ok:
+            try:
+                probe = self.scorer.scores(np.array([nu - 1, -1]) if nu else np.array([-1]))
+                ok = probe.shape == ((2 if nu else 1), ni) and bool(np.isfinite(probe).all())
+            except (IndexError, ValueError):
+                ok = False
+        if not ok:
+            raise DataError(f"{path}: the model's arrays do not match its {nu:,} users and {ni:,} items "
+                            "(a damaged or altered file)")
 
     # -- ids ------------------------------------------------------------------------------------------
     def _index(self, vocab: np.ndarray, raw) -> np.ndarray:
@@ -108,33 +142,44 @@ class Recommender:
         training rating gets the fallback row."""
         return self.scorer.scores(self._known(np.asarray(user_index, np.int64), self.user_known))
 
+    BLOCK_CELLS = 1 << 22  # scores held at once while ranking: 32 MB of float64, whatever the batch
+
     def recommend(self, users, n: int = 10) -> pd.DataFrame:
         """Top-``n`` items per raw user id, excluding items the user rated in training and items
-        nobody rated in training; vectorized over users. Unknown users get the fallback ranking."""
+        nobody rated in training; vectorized over blocks of users (at most ``BLOCK_CELLS`` scores
+        at once, so memory does not grow with the number of users asked). Unknown users get the
+        fallback ranking."""
         users = list(users)
         idx = self._known(self._index(self.user_ids, users), self.user_known)
-        s = self.scorer.scores(idx)
-        s[:, ~self.item_known] = -np.inf  # never recommend items nobody rated in training
+        n = min(n, len(self.item_ids))
         if not hasattr(self, "_by_user"):
             order = np.argsort(self.train_users, kind="stable")
             self._by_user = (self.train_users[order], self.train_items[order])
         tu, ti = self._by_user
-        for r, u in enumerate(idx):
-            if u >= 0:
-                a, b = np.searchsorted(tu, [u, u + 1])
-                s[r, ti[a:b]] = -np.inf  # already rated in training
-        n = min(n, s.shape[1])
-        top = np.argpartition(-s, n - 1, axis=1)[:, :n]
-        rows = []
-        for r, user in enumerate(users):
-            cand = top[r][np.argsort(-s[r, top[r]], kind="stable")]
-            cand = cand[np.isfinite(s[r, cand])]
-            for rank, item in enumerate(cand, 1):
-                raw = self.item_ids[item]
-                rows.append({"user": user, "rank": rank, "item": raw,
-                             "score": float(np.clip(s[r, item], *self.rating_scale)),
-                             "title": (self.titles or {}).get(str(raw), "")})
-        return pd.DataFrame(rows, columns=["user", "rank", "item", "score", "title"])
+        step = max(1, self.BLOCK_CELLS // max(1, len(self.item_ids)))
+        frames = []
+        for start in range(0, len(users), step):
+            block = idx[start:start + step]
+            s = self.scorer.scores(block)
+            s[:, ~self.item_known] = -np.inf  # never recommend items nobody rated in training
+            lo, hi = np.searchsorted(tu, block), np.searchsorted(tu, block + 1)
+            rated = np.repeat(np.arange(len(block)), np.where(block >= 0, hi - lo, 0))
+            cols = np.concatenate([ti[a:b] for a, b, u in zip(lo, hi, block) if u >= 0] or [np.empty(0, np.int64)])
+            s[rated, cols] = -np.inf  # already rated in training
+            if n == 0:
+                continue
+            top = np.argpartition(-s, n - 1, axis=1)[:, :n]
+            top = np.take_along_axis(top, np.argsort(-np.take_along_axis(s, top, 1), axis=1, kind="stable"), 1)
+            score = np.take_along_axis(s, top, 1)
+            keep = np.isfinite(score)
+            r, c = np.nonzero(keep)
+            raw = self.item_ids[top[keep]]
+            frames.append(pd.DataFrame({"user": np.asarray(users[start:start + step], dtype=object)[r],
+                                        "rank": (np.cumsum(keep, axis=1) * keep)[keep].astype(np.int64),
+                                        "item": raw, "score": np.clip(score[keep], *self.rating_scale),
+                                        "title": [(self.titles or {}).get(str(v), "") for v in raw]}))
+        columns = ["user", "rank", "item", "score", "title"]
+        return pd.concat(frames, ignore_index=True)[columns] if frames else pd.DataFrame(columns=columns)
 
 
 def _is_int(v) -> bool:

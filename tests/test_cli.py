@@ -366,3 +366,30 @@ def test_recommend_with_a_binary_users_file_is_one_line(tmp_path, runner):
 def test_validation_without_train_is_refused(runner, small_file):
     res = runner.invoke(cli, ["compare", "--dataset", str(small_file), "--validation", str(small_file), "--no-tracking"])
     assert res.exit_code == 2 and "--validation is part of a predefined split" in res.stderr, res.output
+
+
+def test_a_rank_too_large_for_memory_is_one_line_before_allocating(runner, small_file, monkeypatch):
+    """Issue 22, class 9: `--rank 200000` under a 4 GB limit was a 44-line MemoryError traceback."""
+    from pipeline.objectives import mf
+    monkeypatch.setattr("pipeline.limits.memory_limit", lambda: 4 * 2**30)
+    from pipeline.objectives.base import check_size
+    check_size(10**6, "a million parameters", block=100)  # 0.2 GiB: fits
+    allocations = []
+    real = mf.Layout.of
+    monkeypatch.setattr(mf.Layout, "of", lambda *a, **k: allocations.append(a) or real(*a, **k))
+    res = runner.invoke(cli, ["train", "--dataset", str(small_file), "--rank", "200000", "--optimizer", "lbfgs",
+                              "--no-tracking", "-q"])
+    assert res.exit_code == 2 and not allocations, res.output
+    assert "rank 200000 on" in res.stderr and "GiB this process may use" in res.stderr and "Traceback" not in res.output
+    assert len(res.stderr.strip().splitlines()) <= 2  # click's "Error:" line (and a usage hint at most)
+
+
+def test_running_out_of_memory_anywhere_is_one_line(runner, small_file, monkeypatch):
+    def exhausted(*a, **k):
+        raise MemoryError
+    monkeypatch.setattr("pipeline.experiment.fitting.minimize", exhausted)
+    res = runner.invoke(cli, ["train", "--dataset", str(small_file), "--optimizer", "lbfgs", "--no-tracking", "-q"])
+    assert res.exit_code == 1 and "lbfgs: out of memory" in res.stderr and "Traceback" not in res.output, res.output
+    monkeypatch.setattr("pipeline.experiment.comparison.load_splits", exhausted)  # outside any method's fit
+    res = runner.invoke(cli, ["train", "--dataset", str(small_file), "--optimizer", "lbfgs", "--no-tracking", "-q"])
+    assert res.exit_code == 1 and res.stderr.startswith("Error: out of memory") and "Traceback" not in res.output

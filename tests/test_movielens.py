@@ -151,3 +151,127 @@ def test_cli_fetch_then_compare_by_name(tmp_path, server):
                               "--quiet", "--rank", "2", "--max-iter", "20", "--optimizers", "lbfgs"])
     assert res.exit_code == 0, res.output
     assert "dataset ml-100k" in res.stderr
+
+
+# -- a misbehaving server (issue 22, classes 9 and 10) -------------------------------------------------
+class Scripted:
+    """A server on 127.0.0.1 whose GET handler is ``handle(handler)``."""
+
+    def __init__(self, handle):
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.0"
+
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):
+                try:
+                    handle(self)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def scripted(monkeypatch, archive):
+    servers = []
+
+    def start(handle, **limits):
+        monkeypatch.setitem(movielens.CATALOG, "ml-100k",
+                            movielens.Archive("ml-100k", md5=hashlib.md5(archive).hexdigest(), **limits))
+        s = Scripted(handle)
+        servers.append(s)
+        monkeypatch.setenv("RECSYS_MOVIELENS_URL", s.url)
+        return s
+    yield start
+    for s in servers:
+        s.close()
+
+
+def test_an_endless_body_stops_at_the_archives_limit_and_is_deleted(tmp_path, scripted):
+    """No Content-Length and no end: 2 GB of .part for a "1 MB" archive."""
+    def endless(h):
+        h.send_response(200)
+        h.end_headers()
+        while True:
+            h.wfile.write(b"\0" * 65536)
+    scripted(endless, max_download=1 << 20)
+    with pytest.raises(DataError, match="passed 1,048,576 bytes, more than this archive can be"):
+        fetch("ml-100k", tmp_path)
+    assert not (tmp_path / "ml-100k.zip.part").exists()
+
+
+def test_a_declared_length_over_the_limit_is_refused_before_the_body(tmp_path, scripted):
+    def huge(h):
+        h.send_response(200)
+        h.send_header("Content-Length", str(10**12))
+        h.end_headers()
+        h.wfile.write(b"\0" * 1000)
+    scripted(huge, max_download=1 << 20)
+    with pytest.raises(DataError, match="offers 1,000,000,000,000 bytes, more than the 1,048,576"):
+        fetch("ml-100k", tmp_path)
+
+
+def test_a_trickling_server_meets_the_deadline_with_progress_shown(tmp_path, scripted):
+    """One byte every 5 s never timed out (a per-receive timeout only) and printed nothing."""
+    import time
+
+    def trickle(h):
+        h.send_response(200)
+        h.send_header("Content-Length", "1000")
+        h.end_headers()
+        for _ in range(1000):
+            h.wfile.write(b"x")
+            h.wfile.flush()
+            time.sleep(0.1)
+    scripted(trickle)
+    seen = []
+    start = time.monotonic()
+    with pytest.raises(DataError, match="too slow .* run the command again to resume"):
+        fetch("ml-100k", tmp_path, progress=lambda done, total: seen.append(done), timeout=5.0, deadline=1.0)
+    assert time.monotonic() - start < 5 and len(seen) >= 3 and seen[-1] < 1000
+    assert (tmp_path / "ml-100k.zip.part").exists()  # kept, to resume
+
+
+def test_a_206_for_another_range_is_not_appended(tmp_path, scripted, archive):
+    """A 206 reply was appended without checking Content-Range: a corrupt archive."""
+    (tmp_path / "ml-100k.zip.part").write_bytes(archive[:100])
+    asked = []
+
+    def wrong_range(h):
+        rng = h.headers.get("Range")
+        asked.append(rng)
+        if rng:
+            h.send_response(206)
+            h.send_header("Content-Range", f"bytes 0-{len(archive) - 1}/{len(archive)}")  # the whole, not 100-
+            body = archive
+        else:
+            h.send_response(200)
+            body = archive
+        h.send_header("Content-Length", str(len(body)))
+        h.end_headers()
+        h.wfile.write(body)
+    scripted(wrong_range)
+    path = fetch("ml-100k", tmp_path)
+    assert (tmp_path / "ml-100k.zip").read_bytes() == archive and path.is_file()
+    assert asked == ["bytes=100-", None]  # the bad 206 dropped, a fresh download
+
+
+def test_an_archive_that_unpacks_past_its_limit_is_not_unpacked(tmp_path, monkeypatch):
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("ml-100k/u.data", udata_text())
+        zf.writestr("ml-100k/filler", b"\0" * (3 << 20))
+    (tmp_path / "ml-100k.zip").write_bytes(buf.getvalue())
+    monkeypatch.setitem(movielens.CATALOG, "ml-100k", movielens.Archive("ml-100k", max_unpacked=1 << 20))
+    with pytest.raises(DataError, match="unpack to 3,14.* bytes, more than the 1,048,576 .* not unpacked"):
+        fetch("ml-100k", tmp_path)
+    assert not (tmp_path / "ml-100k").exists()

@@ -471,3 +471,23 @@ def test_an_uncompressed_parquet_file_is_read_not_scanned_as_lines(tmp_path):
     assert b"\n" not in p.read_bytes()[4:70_000]
     r = read_ratings(p)
     assert len(r) == len(frame)
+
+
+def test_a_zip_or_gzip_bomb_is_refused_before_it_is_read(tmp_path, monkeypatch):
+    """Issue 22, class 9: a 5 MB zip holding a 5 GiB member was read whole into memory."""
+    monkeypatch.setattr("pipeline.data.readers.memory_limit", lambda: 5 << 20)  # 5 MiB: 1 MiB of text
+    text = udata_text() + "".join(f"{u}\t{i}\t3\t1\n" for u in range(100, 2100) for i in range(1, 60))
+    assert len(text) > 1 << 20
+    z = tmp_path / "bomb.zip"
+    with zipfile.ZipFile(z, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("x/u.data", text)
+    with pytest.raises(DataError, match=r"bomb.zip!x/u.data: unpacks to [\d,]+ bytes; parsing it needs about 5x"):
+        read_ratings(z)
+    g = tmp_path / "u.data.gz"
+    g.write_bytes(gzip.compress(text.encode()))
+    with pytest.raises(DataError, match=r"u.data.gz: more than 1,048,576 bytes of text"):
+        read_ratings(g)
+    small = tmp_path / "small" / "u.data"
+    small.parent.mkdir()
+    small.write_text(udata_text())
+    check_rows(read_ratings(small))  # under the bound: read as ever

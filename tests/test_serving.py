@@ -59,6 +59,55 @@ def test_recommender_predicts_ranks_and_falls_back(small_synthetic):
     assert top["score"].is_monotonic_decreasing or (top.groupby("user")["score"].apply(lambda s: s.is_monotonic_decreasing).all())
 
 
+def _fitted_recommender(small_synthetic):
+    from pipeline.recommender import Recommender
+    cfg = RunConfig(data=DataConfig(dataset="unused"), model=ModelConfig.of("mf", rank=3),
+                    rule=StoppingRule(gtol=1e-6, max_iter=60), optimizers=("lbfgs",))
+    prep = experiment.prepare(cfg, small_synthetic)
+    res, _ = experiment.fit(prep, "lbfgs", cfg)
+    return Recommender.from_fit(prep.objective, res.x, prep.ratings, prep.split.train)
+
+
+def test_recommend_in_blocks_gives_the_same_lists_and_bounds_its_memory(small_synthetic, monkeypatch):
+    """Issue 22, class 9: 200,000 users built one dense users x items matrix (2.0 GB). Blocks of a
+    few users give the same table as one block, to the bit; the scores held at once stay within
+    BLOCK_CELLS whatever the number of users."""
+    rec = _fitted_recommender(small_synthetic)
+    users = list(rec.user_ids[::3]) + [10**9, "nope"] + list(rec.user_ids[1::7])
+    whole = rec.recommend(users, n=7)
+    held = []
+    scores = rec.scorer.scores
+    monkeypatch.setattr(rec.scorer, "scores", lambda u: held.append(len(u) * len(rec.item_ids)) or scores(u))
+    monkeypatch.setattr(type(rec), "BLOCK_CELLS", 5 * len(rec.item_ids))
+    pd.testing.assert_frame_equal(rec.recommend(users, n=7), whole)
+    assert max(held) <= 5 * len(rec.item_ids) and len(held) == -(-len(users) // 5)
+    assert len(whole) == 7 * len(users)
+
+
+@pytest.mark.parametrize("damage", ["nan", "short", "foreign", "scale"])
+def test_a_damaged_model_file_is_one_line_naming_it(small_synthetic, tmp_path, damage):
+    """Issue 22, class 14: NaN factors gave empty lists and NaN predictions with exit 0; a factor
+    matrix shorter than its id map an IndexError for a late user."""
+    from pipeline.data import DataError
+    from pipeline.recommender import Recommender
+    path = _fitted_recommender(small_synthetic).save(tmp_path / "model.npz")
+    with np.load(path, allow_pickle=False) as z:
+        fields = {k: z[k] for k in z.files}
+    if damage == "nan":
+        fields["scorer_P"] = fields["scorer_P"].copy()
+        fields["scorer_P"][3, 0] = np.nan
+    elif damage == "short":
+        fields["scorer_P"] = fields["scorer_P"][:-5]
+    elif damage == "foreign":
+        fields["scorer"] = np.array("os:system")
+    else:
+        fields["scale"] = np.array([5.0, np.inf])
+    np.savez(path, **fields)
+    with pytest.raises(DataError, match=r"model\.npz: ") as err:
+        Recommender.load(path)
+    assert "\n" not in str(err.value)
+
+
 def test_pyfunc_round_trip_and_recommend_cli(tmp_path, small_synthetic, tracking_uri, monkeypatch):
     import mlflow
     from pipeline.tracking import MlflowTracker

@@ -28,6 +28,9 @@ def input_errors(f):
             return f(*args, **kwargs)
         except DataError as exc:
             raise InputError(str(exc)) from None
+        except MemoryError:
+            raise click.ClickException("out of memory: the problem does not fit in what this process may use "
+                                       "(a smaller --rank, dataset or batch)") from None
         except OSError as exc:  # a folder that cannot be written, a full disk: one line, not a traceback
             where = f"{exc.filename}: " if exc.filename else ""
             raise click.ClickException(f"{where}{exc.strerror or exc}") from None

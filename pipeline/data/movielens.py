@@ -23,8 +23,10 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 import tempfile
+import time
 import urllib.error
 import urllib.request
 import zipfile
@@ -37,22 +39,36 @@ from pipeline.data.ratings import DataError
 BASE_URL = "https://files.grouplens.org/datasets/movielens"
 
 
+MB = 1 << 20
+
+
 @dataclass(frozen=True)
 class Archive:
+    """A MovieLens archive: its pins, its size as published, and the most a download of it (and
+    its unpacked members) may take; beyond them the server is not sending that archive."""
+
     name: str
     md5: str | None = None
     sha256: str | None = None
     size_hint: str = ""
+    max_download: int = 64 * MB
+    max_unpacked: int = 256 * MB
 
 
 CATALOG: dict[str, Archive] = {a.name: a for a in (
-    Archive("ml-100k", md5="0e33842e24a9c977be4e0107933c0723", size_hint="5 MB"),
-    Archive("ml-1m", md5="c4d9eecfca2ab87c1945afe126590906", size_hint="6 MB"),
-    Archive("ml-latest-small", size_hint="1 MB"),
-    Archive("ml-10m", md5="ce571fd55effeba0271552578f2648bd", size_hint="63 MB"),
-    Archive("ml-25m", md5="6b51fb2759a8657d3bfcbfc42b592ada", size_hint="250 MB"),
-    Archive("ml-32m", size_hint="239 MB"),
+    Archive("ml-100k", md5="0e33842e24a9c977be4e0107933c0723", size_hint="5 MB", max_download=16 * MB,
+            max_unpacked=64 * MB),
+    Archive("ml-1m", md5="c4d9eecfca2ab87c1945afe126590906", size_hint="6 MB", max_download=16 * MB,
+            max_unpacked=128 * MB),
+    Archive("ml-latest-small", size_hint="1 MB", max_download=16 * MB, max_unpacked=64 * MB),
+    Archive("ml-10m", md5="ce571fd55effeba0271552578f2648bd", size_hint="63 MB", max_download=160 * MB,
+            max_unpacked=1024 * MB),
+    Archive("ml-25m", md5="6b51fb2759a8657d3bfcbfc42b592ada", size_hint="250 MB", max_download=512 * MB,
+            max_unpacked=3072 * MB),
+    Archive("ml-32m", size_hint="239 MB", max_download=512 * MB, max_unpacked=3072 * MB),
 )}
+MIN_RATE = 50_000  # bytes/s a download must average: its deadline is max(DEADLINE_FLOOR, max_download / MIN_RATE)
+DEADLINE_FLOOR = 300.0
 
 Progress = Callable[[int, int | None], None]  # (bytes so far, total or None)
 
@@ -100,8 +116,13 @@ def ratings_path(name: str, data_dir: Path) -> Path | None:
 
 
 def fetch(name: str, data_dir: str | os.PathLike = "data", progress: Progress | None = None,
-          timeout: float = 30.0) -> Path:
-    """Make sure ``data_dir/NAME/`` holds the verified, unpacked archive; return the ratings file."""
+          timeout: float = 30.0, deadline: float | None = None) -> Path:
+    """Make sure ``data_dir/NAME/`` holds the verified, unpacked archive; return the ratings file.
+
+    ``timeout`` bounds each wait for the server, ``deadline`` (seconds; default from the archive's
+    ``max_download`` at ``MIN_RATE``) the whole download; the body may not exceed ``max_download``
+    nor the members ``max_unpacked``. A download stopped by its deadline keeps its ``.part`` and
+    resumes on the next run."""
     if name not in CATALOG:
         raise DataError(f"unknown MovieLens dataset {name!r}; choose from {', '.join(CATALOG)}")
     archive = CATALOG[name]
@@ -114,7 +135,8 @@ def fetch(name: str, data_dir: str | os.PathLike = "data", progress: Progress | 
     else:
         url = f"{base_url()}/{name}.zip"
         part = data_dir / f"{name}.zip.part"
-        _download(url, part, progress, timeout, zip_path)
+        limit = deadline if deadline is not None else max(DEADLINE_FLOOR, archive.max_download / MIN_RATE)
+        _download(url, part, progress, timeout, zip_path, archive.max_download, time.monotonic() + limit)
         try:
             sha = verify(archive, part)
         except DataError as exc:
@@ -124,40 +146,64 @@ def fetch(name: str, data_dir: str | os.PathLike = "data", progress: Progress | 
         sha_path.write_text(f"{sha}  {name}.zip\n")
     found = ratings_path(name, data_dir)
     if found is None:
-        _unpack(zip_path, data_dir, name)
+        _unpack(zip_path, data_dir, name, archive.max_unpacked)
         found = ratings_path(name, data_dir)
         if found is None:
             raise DataError(f"{zip_path}: no ratings file (u.data, ratings.dat, ratings.csv) under {name}/")
     return found
 
 
-def _download(url: str, part: Path, progress: Progress | None, timeout: float, final: Path) -> None:
+def _download(url: str, part: Path, progress: Progress | None, timeout: float, final: Path, max_bytes: int,
+              deadline: float, retried: bool = False) -> None:
+    """Append the body to ``part`` (resuming it with a Range request); a 206 whose Content-Range
+    does not start where ``part`` ends is a fresh start, not appended. DataError past ``max_bytes``
+    (the ``.part`` deleted: that server is not sending the archive) or past ``deadline`` (kept)."""
     have = part.stat().st_size if part.exists() else 0
     request = urllib.request.Request(url, headers={"Range": f"bytes={have}-"} if have else {})
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
             resumed = have > 0 and response.status == 206
+            if resumed and _range_start(response.headers.get("Content-Range")) != have:
+                if retried:
+                    part.unlink(missing_ok=True)
+                    raise DataError(f"{url}: the server answers a range request with another range "
+                                    f"({response.headers.get('Content-Range')}); download it by hand and put it at {final}")
+                part.unlink(missing_ok=True)
+                response.close()
+                return _download(url, part, progress, timeout, final, max_bytes, deadline, retried=True)
             if not resumed:
                 have = 0
             length = response.headers.get("Content-Length")
-            total = have + int(length) if length is not None else None
+            total = have + int(length) if length is not None and length.isdigit() else None
+            if total is not None and total > max_bytes:
+                raise DataError(f"{url}: the server offers {total:,} bytes, more than the {max_bytes:,} this archive "
+                                f"can be; download it by hand and put it at {final}")
             with open(part, "ab" if resumed else "wb") as out:
                 done = have
                 while True:
-                    block = response.read(1 << 16)
+                    block = response.read1(1 << 16)  # what has arrived: a slow server still shows progress
                     if not block:
                         break
                     out.write(block)
                     done += len(block)
                     if progress:
                         progress(done, total)
+                    if done > max_bytes:
+                        out.close()
+                        part.unlink(missing_ok=True)
+                        raise DataError(f"{url}: the body passed {max_bytes:,} bytes, more than this archive can be; "
+                                        "deleted it")
+                    if time.monotonic() > deadline:
+                        raise DataError(f"{url}: the download is too slow ({done:,} bytes when its deadline passed); "
+                                        "run the command again to resume, or download it by hand and put it at "
+                                        f"{final}")
             if total is not None and done < total:
                 raise DataError(f"{url}: connection closed after {done:,} of {total:,} bytes; "
                                 f"run the command again to resume")
     except urllib.error.HTTPError as exc:
         if exc.code == 416 and have:  # range past the end: the .part is suspicious, start over
             part.unlink(missing_ok=True)
-            return _download(url, part, progress, timeout, final)
+            return _download(url, part, progress, timeout, final, max_bytes, deadline, retried)
         raise DataError(f"{url}: HTTP {exc.code} {exc.reason}; download it by hand and put it at {final}") from None
     except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as exc:
         if isinstance(exc, DataError):
@@ -166,11 +212,22 @@ def _download(url: str, part: Path, progress: Progress | None, timeout: float, f
         raise DataError(f"cannot download {url} ({reason}); download it by hand and put it at {final}") from None
 
 
-def _unpack(zip_path: Path, data_dir: Path, name: str) -> None:
-    """Unpack into a temporary folder, then move ``NAME/`` into place (never half-unpacked)."""
+def _range_start(header: str | None) -> int | None:
+    """The first byte of ``Content-Range: bytes START-END/TOTAL``, or None if it is not one."""
+    m = re.fullmatch(r"\s*bytes\s+(\d+)-(\d+)/(\d+|\*)\s*", header or "")
+    return int(m.group(1)) if m else None
+
+
+def _unpack(zip_path: Path, data_dir: Path, name: str, max_bytes: int) -> None:
+    """Unpack into a temporary folder, then move ``NAME/`` into place (never half-unpacked); the
+    members' sizes are added up first, and more than ``max_bytes`` is refused before any is written."""
     try:
         with tempfile.TemporaryDirectory(dir=data_dir) as tmp:
             with zipfile.ZipFile(zip_path) as zf:
+                unpacked = sum(i.file_size for i in zf.infolist())
+                if unpacked > max_bytes:
+                    raise DataError(f"{zip_path}: its members unpack to {unpacked:,} bytes, more than the {max_bytes:,} "
+                                    f"this archive can hold; not unpacked")
                 for member in zf.namelist():  # refuse paths that would escape the folder
                     target = (Path(tmp) / member).resolve()
                     if not str(target).startswith(str(Path(tmp).resolve())):

@@ -185,6 +185,8 @@ def fit_or_fail(prepared: Prepared, name: str, cfg: RunConfig, listeners, on_fai
     except Exception as exc:  # noqa: BLE001 - a method's failure must not stop the comparison
         first = (str(exc).strip().splitlines() or [""])[0]
         why = f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+        if isinstance(exc, MemoryError):
+            why = "out of memory (MemoryError): a smaller --rank or dataset"
         if on_failure:
             on_failure(why)
         raise MethodFailed(why) from exc

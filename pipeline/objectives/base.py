@@ -70,6 +70,23 @@ class PredictsRatings:
         return tuple(rating_scale)
 
 
+VECTORS_HELD = 24  # parameter-sized vectors a fit may hold at once (L-BFGS: 10 pairs, x, g, d, ...)
+
+
+def check_size(n_params: int, what: str, block: int = 0) -> None:
+    """ValueError, before anything is allocated, when ``VECTORS_HELD`` vectors of ``n_params``
+    float64, and ``VECTORS_HELD`` square blocks of side ``block`` (the normal equations of ALS and
+    the block preconditioner), would not fit in ``memory_limit()``: one line saying the sizes
+    (``what`` names the problem and the setting to lower)."""
+    from pipeline import limits
+    need, limit = VECTORS_HELD * 8 * (n_params + block * block), limits.memory_limit()
+    if need > limit:
+        blocks = f" and {block} x {block} blocks" if block else ""
+        raise ValueError(f"{what}: {n_params:,} parameters, and a fit keeps up to {VECTORS_HELD} vectors of them"
+                         f"{blocks} ({need / 2**30:.1f} GiB), more than the {limit / 2**30:.1f} GiB this process "
+                         "may use")
+
+
 def offers(objective, capability: str) -> bool:
     """Whether ``objective`` computes the optional operation ``capability``: it has the method,
     and, where it declares its offer (``objective.offers``), declares this one."""

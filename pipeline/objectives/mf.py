@@ -58,7 +58,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from pipeline.data.ratings import Ratings
-from pipeline.objectives.base import PredictsRatings
+from pipeline.objectives.base import PredictsRatings, check_size
 from pipeline.objectives.engine import LocalEngine
 from pipeline.objectives.mf_sums import ITEMS, OPTIONAL, USERS, Layout, Penalty
 from pipeline.objectives.serving import FactorScorer
@@ -112,6 +112,8 @@ class BiasedMF(PredictsRatings):
             raise ValueError("the training set is empty")
         self.rank, self.reg, self.reg_bias, self.weighting = int(h.rank), float(h.reg), float(h.reg_bias), h.weighting
         self.init_scale = float(h.init_scale)
+        check_size((train.n_users + train.n_items) * (self.rank + 1), f"rank {self.rank} on {train.n_users:,} users "
+                   f"and {train.n_items:,} items (lower --rank)", block=self.rank)
         self.layout = L = Layout.of(train, self.rank, mu)
         self.n_users, self.n_items, self.n_ratings, self.mu = L.n_users, L.n_items, L.n_ratings, L.mu
         self.user_counts, self.item_counts, self.n_params = L.user_counts, L.item_counts, L.n_params
