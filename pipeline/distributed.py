@@ -257,18 +257,48 @@ def session(scheduler: str | None = None, workers: int = 2, kernel: str = "auto"
             cluster.close()
 
 
-def connect(scheduler: str | None = None, workers: int = 2, threads_per_worker: int = 1):
-    """A Dask client: to ``scheduler`` if given (one-line error if it does not answer), else a
-    ``LocalCluster`` with ``workers`` processes."""
+HANDSHAKE_SECONDS = 5.0  # the most a scheduler may take to connect (then 1.5x that to answer Dask's handshake)
+
+
+def _client_within(make, scheduler: str, deadline: float):
+    """``make()`` on a daemon thread, waited for at most ``deadline`` seconds; a client that comes
+    later is closed by that thread, so nothing is left connected."""
+    import threading
+    box: dict = {}
+    late = threading.Event()
+
+    def attempt() -> None:
+        try:
+            box["client"] = make()
+        except BaseException as exc:  # noqa: BLE001 - reported below, on the caller's thread
+            box["error"] = exc
+        if late.is_set() and "client" in box:
+            box["client"].close()
+
+    thread = threading.Thread(target=attempt, daemon=True, name="dask-connect")
+    thread.start()
+    wait = 1.5 * deadline + 0.5  # Client's own timeout (``deadline``) reports a refused connection first
+    thread.join(wait)
+    if thread.is_alive():
+        late.set()
+        raise NoCluster(f"{scheduler} did not complete a Dask handshake within {wait:g} s: is a Dask "
+                        "scheduler listening there?")
+    if "error" in box:
+        raise NoCluster(f"no Dask scheduler answers at {scheduler} ({type(box['error']).__name__})")
+    return box["client"]
+
+
+def connect(scheduler: str | None = None, workers: int = 2, threads_per_worker: int = 1,
+            deadline: float = HANDSHAKE_SECONDS):
+    """A Dask client: to ``scheduler`` if given (one-line error if it does not answer, or does not
+    finish Dask's handshake within ``deadline`` seconds: something else listening there, such as an
+    HTTP server, made ``Client`` wait forever), else a ``LocalCluster`` with ``workers`` processes."""
     try:
         from dask.distributed import Client, LocalCluster
     except ImportError:
         raise NoCluster("the dask backend needs the optional extra: pip install '.[dask]'") from None
     if scheduler:
-        try:
-            return Client(scheduler, timeout=5)
-        except Exception as exc:
-            raise NoCluster(f"no Dask scheduler answers at {scheduler} ({type(exc).__name__})") from None
+        return _client_within(lambda: Client(scheduler, timeout=deadline), scheduler, deadline)
     cluster = LocalCluster(n_workers=workers, threads_per_worker=threads_per_worker, processes=True,
                            dashboard_address=None)
     return Client(cluster)

@@ -103,11 +103,22 @@ def test_same_objective_values_at_every_iteration(client, small_synthetic):
         assert abs(ra.loss - rb.loss) <= 1e-10 * abs(ra.loss)
 
 
-def test_compare_on_dask_equals_the_local_race(client, small_synthetic):
+def test_compare_on_dask_equals_the_local_race(client, small_synthetic, monkeypatch):
     """newton-pcg (preconditioner on the workers), als (sweeps on the workers) and sgd (epochs on
-    the driver) take the same passes to the same losses as on this machine."""
+    the driver) take the same passes to the same losses as on this machine. Both races measure
+    against the local f* (computed once here: the reference solve on two workers is
+    test_every_operation's sums, repeated thousands of times)."""
+    from pipeline.experiment import fitting
+    local_reference = {}
+    real = fitting.reference_for
+
+    def reference_once(prepared, cfg, *args):
+        if "ref" not in local_reference:
+            local_reference["ref"] = real(prepared, cfg, *args)
+        return local_reference["ref"]
+    monkeypatch.setattr(fitting, "reference_for", reference_once)
     cfg = RunConfig(data=DataConfig(dataset="unused", cache=False), model=ModelConfig.of("mf", rank=2),
-                    rule=StoppingRule(gtol=1e-6, max_passes=400), optimizers=("newton-pcg", "als", "sgd"),
+                    rule=StoppingRule(gtol=1e-6, max_passes=120), optimizers=("newton-pcg", "als", "sgd"),
                     log_models=False)
     here = experiment.compare(cfg, ratings=small_synthetic, engine=LocalEngine())
     there = experiment.compare(cfg, ratings=small_synthetic, engine=DaskEngine(client))
@@ -117,6 +128,7 @@ def test_compare_on_dask_equals_the_local_race(client, small_synthetic):
         assert [r.data_passes for r in a.history] == [r.data_passes for r in b.history]
         assert max(abs(ra.loss - rb.loss) / abs(ra.loss) for ra, rb in zip(a.history, b.history)) <= 1e-10
     assert not there.inapplicable and not there.failures
+    assert here.prepared.reference is there.prepared.reference
 
 
 class TestDaskMFContract(test_contract.TestBiasedMFContract):
@@ -150,3 +162,38 @@ def test_a_scheduler_that_does_not_answer_is_one_line():
 
 
 assert issubclass(TestDaskMFContract, ObjectiveContract)
+
+
+def test_a_port_that_is_not_a_dask_scheduler_fails_within_the_handshake_deadline(tmp_path, small_file):
+    """Issue 22, class 13: `--scheduler` at a local HTTP server gave no output after 120 s."""
+    import subprocess
+    import sys
+    import threading
+    import time
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    class Quiet(BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+    srv = HTTPServer(("127.0.0.1", 0), Quiet)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        start = time.monotonic()
+        res = subprocess.run([sys.executable, "-m", "pipeline", "compare", "--backend", "dask", "--scheduler",
+                              f"tcp://127.0.0.1:{srv.server_address[1]}", "--dataset", str(small_file),
+                              "--no-tracking", "-q"], capture_output=True, text=True, timeout=60)
+        took = time.monotonic() - start
+    finally:
+        srv.shutdown()
+    assert res.returncode == 2, res.stderr
+    assert "did not complete a Dask handshake within 8 s" in res.stderr and took < 30, (took, res.stderr)
+    assert "Traceback" not in res.stderr
+
+
+def test_a_model_without_a_dask_implementation_fails_before_a_cluster_starts(small_file, monkeypatch):
+    from pipeline import distributed
+    started = []
+    monkeypatch.setattr(distributed, "connect", lambda *a, **k: started.append(a))
+    res = CliRunner().invoke(cli, ["compare", "--backend", "dask", "--model", "svdpp", "--dataset", str(small_file),
+                                   "--no-tracking", "-q"])
+    assert res.exit_code == 2 and "model svdpp runs on local, not on dask" in res.stderr and not started

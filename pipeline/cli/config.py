@@ -75,5 +75,11 @@ SESSIONS = {"local": _local_session, "dask": _dask_session}  # --backend -> the 
 
 
 def engine_session(kw: dict, note=None):
-    """The engine ``--backend`` names, for a ``with`` block (a Dask cluster is started and stopped)."""
-    return SESSIONS[kw.get("backend") or "local"](kw, note)
+    """The engine ``--backend`` names, for a ``with`` block (a Dask cluster is started and stopped);
+    a model that does not run there is a one-line error before any cluster starts."""
+    from pipeline.objectives import model_spec
+    backend, spec = kw.get("backend") or "local", model_spec(kw.get("model") or "mf")
+    if backend not in spec.backends:
+        raise InputError(f"model {spec.name} runs on {', '.join(spec.backends)}, not on {backend}; "
+                         f"run --model {spec.name} on --backend {spec.backends[0]}")
+    return SESSIONS[backend](kw, note)
