@@ -303,7 +303,7 @@ def test_ui_prints_links_on_its_own_port(runner, tracking_uri, monkeypatch, smal
                               "--optimizers", "gd", "--quiet", "--no-models"])
     assert res.exit_code == 0, res.output
     import pipeline.cli.runs as cli_module
-    monkeypatch.setattr(cli_module.subprocess, "call", lambda cmd: 0)  # do not start a server in a test
+    monkeypatch.setattr(cli_module, "_serve", lambda cmd: 0)  # do not start a server in a test
     res = runner.invoke(cli, ["ui", "--port", "5055"])
     assert res.exit_code == 0, res.output
     assert "http://127.0.0.1:5055/#/experiments/" in res.stdout and "127.0.0.1:5000" not in res.stdout

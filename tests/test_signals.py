@@ -41,3 +41,79 @@ def test_a_signal_marks_the_open_runs_killed_and_keeps_the_points(tmp_path, trac
     assert runs["gd"].info.status == "KILLED" and runs["compare-gd"].info.status == "KILLED"
     steps = [m.step for m in client.get_metric_history(gd.info.run_id, "train_loss")]
     assert steps == list(range(len(steps))) and len(steps) > 1  # every point up to the stop, none missing
+
+
+def test_ui_on_a_port_in_use_says_so_and_exits_non_zero(tracking_uri, runner=None):
+    """It printed the links, then "Address already in use", and exited 0."""
+    import socket
+    from click.testing import CliRunner
+    from pipeline.cli import cli
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        res = CliRunner().invoke(cli, ["ui", "--port", str(port)])
+    assert res.exit_code == 1 and f"port {port} on 127.0.0.1 is in use" in res.stderr and not res.stdout
+
+
+def test_a_signal_stops_the_servers_whole_process_group(tmp_path):
+    """`recsys ui` forwards SIGTERM to everything the server started (a server and a grandchild
+    here, as uvicorn's workers and the job runner are), and exits 128 + 15."""
+    import threading
+    from pipeline.cli.errors import stop_on_signal
+    from pipeline.cli.runs import _serve
+    pids = tmp_path / "pids"
+    script = ("import os, subprocess, sys, time\n"
+              "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)'])\n"
+              f"open({str(pids)!r}, 'w').write(f'{{os.getpid()}} {{child.pid}}')\n"
+              "time.sleep(600)\n")
+    saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    signal.signal(signal.SIGTERM, stop_on_signal)
+
+    def send_when_started():
+        end = time.monotonic() + 30
+        while not (pids.exists() and pids.read_text()) and time.monotonic() < end:
+            time.sleep(0.05)
+        os.kill(os.getpid(), signal.SIGTERM)
+    threading.Thread(target=send_when_started, daemon=True).start()
+    try:
+        code = _serve([sys.executable, "-c", script], grace=5.0)
+    finally:
+        for s, h in saved.items():
+            signal.signal(s, h)
+    assert code == 128 + signal.SIGTERM
+    for pid in map(int, pids.read_text().split()):
+        try:
+            os.kill(pid, 0)
+            alive = open(f"/proc/{pid}/stat").read().split()[2] != "Z"
+        except (ProcessLookupError, FileNotFoundError):
+            alive = False
+        assert not alive, pid
+
+
+@pytest.mark.slow
+def test_recsys_ui_leaves_nothing_running_after_sigterm(tmp_path, tracking_uri):
+    """The real MLflow UI: after SIGTERM to `recsys ui`, no process it started holds the port."""
+    import socket
+    import psutil
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline", "ui", "--port", str(port)],
+                            env={**os.environ, "MLFLOW_TRACKING_URI": tracking_uri},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    end, up = time.monotonic() + 90, False
+    while time.monotonic() < end and not up and proc.poll() is None:
+        time.sleep(0.5)
+        with socket.socket() as s:
+            up = s.connect_ex(("127.0.0.1", port)) == 0
+    assert up, proc.communicate(timeout=30)
+    tree = psutil.Process(proc.pid).children(recursive=True)
+    assert tree
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    gone, alive = psutil.wait_procs(tree, timeout=15)
+    assert not [p for p in alive if p.status() != psutil.STATUS_ZOMBIE], alive
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", port))  # free again

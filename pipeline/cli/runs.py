@@ -70,17 +70,69 @@ def repair(tracking_uri):
 @click.option("--port", type=click.IntRange(1, 65535), default=5000, show_default=True)
 @input_errors
 def ui(tracking_uri, port):
-    """Start the MLflow UI on 127.0.0.1 for the project's runs (Ctrl-C stops it)."""
-    from pipeline.tracking import MlflowTracker, ui_command
+    """Start the MLflow UI on 127.0.0.1 for the project's runs (Ctrl-C, SIGTERM or SIGHUP stops it
+    and every process it started)."""
+    from pipeline.tracking import UI_HOST, MlflowTracker, ui_command
     uri = tracking_uri or default_tracking_uri()
     tracker = MlflowTracker(uri, create=False)
+    if not _port_free(UI_HOST, port):
+        raise click.ClickException(f"port {port} on {UI_HOST} is in use (another MLflow UI?): choose another --port")
     base = f"http://127.0.0.1:{port}"
     click.echo(f"MLflow UI: {base}/#/experiments?workflowType=machine_learning  (store: {uri})")
     for name, links in tracker.experiment_links(base).items():
         click.echo(f"  {name}: {links['experiment']}")
         if "compare" in links:
             click.echo(f"    latest comparison: {links['compare']}")
+    sys.exit(_serve(ui_command(uri, port=port)))
+
+
+def _port_free(host: str, port: int) -> bool:
+    import socket
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def _serve(command: list[str], grace: float = 10.0) -> int:
+    """Run the server ``command`` in its own process group until it exits or this process is told
+    to stop (Ctrl-C, SIGTERM, SIGHUP: ``stop_on_signal``); then the whole group (the server, its
+    workers, job runners and consumers) gets SIGTERM, and SIGKILL after ``grace`` seconds. The
+    server's exit code, or 128 + the signal that stopped it."""
+    import os
+    import signal
+    from pipeline.cli.errors import SIGNAL
+    proc = subprocess.Popen(command, start_new_session=True)
     try:
-        sys.exit(subprocess.call(ui_command(uri, port=port)))
+        return proc.wait()
     except KeyboardInterrupt:
-        sys.exit(0)
+        number = SIGNAL["number"] or signal.SIGINT
+        for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, grace)):
+            try:
+                os.killpg(proc.pid, sig)
+            except ProcessLookupError:
+                break
+            try:
+                proc.wait(wait)
+                _wait_group(proc.pid, wait)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+        click.echo(f"\nstopped the MLflow UI ({signal.Signals(number).name})", err=True)
+        return 128 + number
+
+
+def _wait_group(pgid: int, seconds: float) -> None:
+    """Until no process of group ``pgid`` is left (TimeoutExpired after ``seconds``)."""
+    import os
+    import time
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.1)
+    raise subprocess.TimeoutExpired(f"process group {pgid}", seconds)
