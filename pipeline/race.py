@@ -70,6 +70,22 @@ class Reference:
         return (f"f* = {self.f_star:.12g} ({self.solver} from the race's start, {self.passes} passes, "
                 f"||g||/||g0|| = {self.rel_grad_norm:.1e})")
 
+    ZERO = 1e-12  # |f*| below this times f(x0): the relative gap divides by rounding error
+
+    def warnings(self, f0: float) -> list[str]:
+        """Why the relative figures of this problem mean nothing, in words (empty when they do):
+        ``f*`` about zero next to the loss at the start ``f0`` (a gap divided by it is huge
+        whatever the method did), or a start already within the loosest target of ``f*`` (every
+        target is reached in 0 passes, whatever the method)."""
+        out = []
+        if abs(self.f_star) <= self.ZERO * abs(f0):
+            out.append(f"f* = {self.f_star:.3g} is about zero next to f(x0) = {f0:.3g}: the relative gaps "
+                       "(f - f*)/|f*| and the passes to each target are not meaningful on this problem")
+        elif math.isfinite(f0) and relative_gap(f0, self.f_star) < max(TARGETS):
+            out.append(f"the start is already within {relative_gap(f0, self.f_star):.1e} of f* (relative): every "
+                       f"target is reached in 0 passes, whatever the method (is the data degenerate?)")
+        return out
+
 
 def reference_optimum(objective, x0: np.ndarray, cache_file: Path | None = None,
                       reference_passes: int = REFERENCE_PASSES) -> Reference:

@@ -251,3 +251,36 @@ def test_markdown_table_keeps_its_columns_with_pipes_in_the_headers():
     lines = report.markdown_table(table).strip().splitlines()
     cells = [len(re.findall(r"(?<!\\)\|", line)) for line in lines]
     assert len(set(cells)) == 1 and cells[0] == len(report.SHOWN) + 1
+
+
+# -- relative figures that mean nothing (issue 22, class 15) ---------------------------------------
+def test_a_reference_warns_when_relative_figures_mean_nothing():
+    from pipeline.race import Reference
+    ref = lambda f: Reference(f, 1e-9, "lbfgs", 10, 0.1, {"lbfgs": f})  # noqa: E731
+    assert ref(0.25).warnings(1.0) == []
+    [zero] = ref(3e-14).warnings(1.0)
+    assert zero.startswith("f* = 3e-14 is about zero next to f(x0) = 1") and "not meaningful" in zero
+    [near] = ref(1.0).warnings(1.0 + 1e-5)
+    assert near.startswith("the start is already within 1.0e-05 of f*") and "0 passes" in near
+    assert ref(0.0).warnings(0.0) != []  # a problem the start already solves exactly
+
+
+@pytest.mark.parametrize("case", ["one rating", "huge ratings"])
+def test_degenerate_data_gets_a_warning_in_the_comparison(case):
+    """One rating (f* about 0: relative gaps of 1e13) and ratings of 1e150 (every target "reached
+    in 0 passes") printed their figures without a word."""
+    from pipeline import experiment
+    from pipeline.config import DataConfig, ModelConfig, RunConfig
+    from pipeline.data import from_raw
+    if case == "one rating":
+        data = from_raw(np.array([1, 2]), np.array([1, 2]), np.array([4.0, 4.0]), rating_scale=(1, 5))
+    else:
+        rng = np.random.default_rng(0)
+        users, items = np.repeat(np.arange(12), 4), np.tile(np.arange(4), 12)
+        data = from_raw(users, items, 1e150 * (1 + 1e-17 * rng.normal(size=48)), rating_scale=(0, 2e150))
+    cfg = RunConfig(data=DataConfig(dataset="unused", fractions=(1.0, 0.0, 0.0), cache=False),
+                    model=ModelConfig.of("mf", rank=1), rule=StoppingRule(max_passes=30), optimizers=("lbfgs",),
+                    log_models=False)
+    notes = []
+    experiment.compare(cfg, ratings=data, note=notes.append)
+    assert [n for n in notes if n.startswith("warning: ") and "not meaningful" in n], notes

@@ -153,6 +153,8 @@ def prepare_race(prepared: list[Prepared], cfg: RunConfig, note: Callable[[str],
         prep.reference = reference_for(prep, cfg)
         note(f"reference optimum{' (' + prep.label + ')' if len(prepared) > 1 else ''}: "
              f"{prep.reference.note()} in {time.perf_counter() - t0:.1f} s")
+        for warning in prep.reference.warnings(float(prep.objective.loss(prep.x0))):
+            note(f"warning: {warning}")
     costs = race.pass_costs(prepared[0].objective, prepared[0].x0)
     note(f"one operation costs, in loss+gradients ({1e3 * costs['seconds_loss_grad']:.2f} ms each; median "
          f"[quartiles]): {race.describe_costs(costs)}"

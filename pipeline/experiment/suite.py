@@ -60,6 +60,8 @@ def _solve_problem(j: int, n: int, problem, cfg: RunConfig, suite: StudyConfig, 
     label = problem_label(ratings.name, point, seed)
     note(f"problem {j + 1}/{n} {label}: {prep.reference.note()} "
          f"({time.perf_counter() - t0:.1f} s)")
+    for warning in prep.reference.warnings(float(prep.objective.loss(prep.x0))):
+        note(f"warning: {label}: {warning}")
     params = {**run_params(pcfg, prep), "problem": label}
     # Methods are not logged one run each here (hundreds of runs): a run per problem holds every
     # method's costs to target; the per-problem CSV holds everything.
