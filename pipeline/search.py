@@ -257,8 +257,10 @@ class TpeSearch:
         return {key: params[key] for key in self.space}
 
     def _params(self, stored: dict) -> dict:
-        """A stored trial's params under the model's names (``reg[count]`` -> ``reg``)."""
-        return {key.split("[")[0]: value for key, value in stored.items()}
+        """A stored trial's params under the model's names (``reg[count]`` -> ``reg``), in the
+        space's order (the study keeps them in the order they were suggested)."""
+        named = {key.split("[")[0]: value for key, value in stored.items()}
+        return {key: named[key] for key in self.space if key in named}
 
     def check(self, make) -> None:
         """Nothing to check ahead: the ranges were checked when the space was made (``tpe_space``)."""

@@ -334,6 +334,8 @@ def test_two_searches_on_one_study_share_its_trials_and_its_winner(tmp_path):
     theirs = a.others(waits.append)
     assert waits == [1] and [(r["trial"], r["val_rmse"], r["reason"]) for r in theirs] == [(1, 0.7, "another run")]
     assert sorted(r["val_rmse"] for r in b.others()) == [0.8, 0.9]
+    assert [k for k in theirs[0] if k in SPACE] == list(SPACE)  # the space's order, not the study's (a winner's
+    # line printed "weighting=none, rank=29, ..." by one process and "rank=29, ..., weighting=none" by the other)
     # the surplus path: another process asks between this one's count and its ask
     c = TpeSearch(SPACE, 4, seed=2, storage=storage, name="shared")
     c.begin()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Callable
 
 import numpy as np
@@ -88,7 +88,7 @@ def _select(out: Sweep, rows: list[dict], cfg: RunConfig, search) -> pd.Series:
         raise DataError("the sweep has no finished trial to select from (all were pruned, or none was left)")
     best_row = trials_frame.loc[trials_frame["val_rmse"].idxmin()]
     # the winner's values in their own types (a pandas row makes every number a float)
-    keys = [k for k in trials_frame.columns if hasattr(cfg.model.hyper, k)]
+    keys = [f.name for f in fields(cfg.model.hyper) if f.name in trials_frame.columns]  # the model's order
     out.trials, out.best = trials_frame, {k: type(getattr(cfg.model.hyper, k))(best_row[k]) for k in keys}
     out.edges = search.edges(out.best)
     return best_row
