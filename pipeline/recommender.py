@@ -9,6 +9,7 @@ the scorer as -1 and gets the model's fallback, never an exception and never ano
 from __future__ import annotations
 
 import importlib
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,13 +57,16 @@ class Recommender:
     @classmethod
     def load(cls, path: str | Path) -> "Recommender":
         """The model saved in ``path``, checked before use (``DataError`` naming the file): its
-        scorer a class of this package, every stored number finite, the id maps, training pairs
+        scorer a class of this package or of a module already loaded (the file never makes this
+        process import anything else), every stored number finite, the id maps, training pairs
         and the scorer's arrays of matching sizes."""
         z = np.load(path, allow_pickle=False)
         module, _, name = str(z["scorer"]).partition(":")
-        if not (module == "pipeline" or module.startswith("pipeline.")) or not name.isidentifier():
-            raise DataError(f"{path}: the model names a scorer outside this package ({module}:{name})")
-        kind = getattr(importlib.import_module(module), name, None)
+        ours = module == "pipeline" or module.startswith("pipeline.")
+        if not name.isidentifier() or not (ours or module in sys.modules):  # a file never makes us import code
+            raise DataError(f"{path}: the model names a scorer that is neither this package's nor loaded "
+                            f"({module}:{name})")
+        kind = getattr(importlib.import_module(module) if ours else sys.modules[module], name, None)
         if not hasattr(kind, "from_arrays"):
             raise DataError(f"{path}: {module}:{name} is not a scorer")
         arrays = {k[len("scorer_"):]: z[k] for k in z.files if k.startswith("scorer_")}

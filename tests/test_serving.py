@@ -99,7 +99,7 @@ def test_a_damaged_model_file_is_one_line_naming_it(small_synthetic, tmp_path, d
     elif damage == "short":
         fields["scorer_P"] = fields["scorer_P"][:-5]
     elif damage == "foreign":
-        fields["scorer"] = np.array("os:system")
+        fields["scorer"] = np.array("http.server:HTTPServer")  # a module this process has not loaded
     else:
         fields["scale"] = np.array([5.0, np.inf])
     np.savez(path, **fields)

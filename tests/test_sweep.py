@@ -213,7 +213,7 @@ def test_a_model_without_a_weighting_sweeps_the_union_of_the_penalty_ranges(tmp_
 
 
 # -- resuming a study (issue 22, class 1 b-d) -------------------------------------------------------
-def test_previous_lists_every_finished_trial_whatever_lies_between(tmp_path):
+def test_the_finished_trials_are_read_whatever_lies_between(tmp_path):
     """A study of done 0.95, RUNNING (a killed process), done 0.90: the earlier code took the
     first two trials (0.95 and the running one, as "pruned") and dropped the better 0.90."""
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"

@@ -17,8 +17,8 @@ from pipeline.config import default_tracking_uri, project_root
 
 
 @cli.command()
-@click.option("--run-id", default=None, help="The comparison's parent run [default: the newest comparison].")
-@click.option("--experiment", default=None, help="Look for the newest comparison in this experiment only.")
+@click.option("--run-id", default=None, help="The comparison's parent run [default: the newest finished comparison; one still running is refused].")
+@click.option("--experiment", default=None, help="Look for the newest finished comparison in this experiment only.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
               help="Folder for report.md and its figures [default: reports/<experiment>-<run>].")
 @TRACKING_URI
