@@ -87,17 +87,9 @@ class Reference:
         return out
 
 
-def reference_optimum(objective, x0: np.ndarray, cache_file: Path | None = None,
-                      reference_passes: int = REFERENCE_PASSES) -> Reference:
-    """``f*`` of ``objective`` from ``x0`` (see the module docstring), read from ``cache_file`` when
-    it holds one, written there otherwise (a file that cannot be read or written is ignored)."""
-    if cache_file is not None:
-        try:
-            cached = _checked(Reference(**json.loads(Path(cache_file).read_text())), objective, x0)
-        except (OSError, ValueError, TypeError):
-            cached = None  # unreadable, malformed or implausible: computed again and rewritten
-        if cached is not None:
-            return cached
+def reference_point(objective, x0: np.ndarray, reference_passes: int = REFERENCE_PASSES) -> tuple[np.ndarray, Reference]:
+    """The reference solvers run from ``x0`` (see the module docstring): the point they reached
+    and its ``Reference`` (what ``reference_optimum`` caches, without the point)."""
     x, g0, values, passes, seconds = np.array(x0, dtype=np.float64, copy=True), None, {}, 0, 0.0
     last = None
     for name, gtol in zip(REFERENCE_SOLVERS, REFERENCE_GTOL):
@@ -116,6 +108,21 @@ def reference_optimum(objective, x0: np.ndarray, cache_file: Path | None = None,
         raise ValueError("the reference solvers reached no finite objective: the problem diverges from x0")
     ref = Reference(float(last.loss), float(last.grad_norm / g0), "+".join(values), int(passes), float(seconds),
                     values)
+    return x, ref
+
+
+def reference_optimum(objective, x0: np.ndarray, cache_file: Path | None = None,
+                      reference_passes: int = REFERENCE_PASSES) -> Reference:
+    """``f*`` of ``objective`` from ``x0`` (see the module docstring), read from ``cache_file`` when
+    it holds one, written there otherwise (a file that cannot be read or written is ignored)."""
+    if cache_file is not None:
+        try:
+            cached = _checked(Reference(**json.loads(Path(cache_file).read_text())), objective, x0)
+        except (OSError, ValueError, TypeError):
+            cached = None  # unreadable, malformed or implausible: computed again and rewritten
+        if cached is not None:
+            return cached
+    _, ref = reference_point(objective, x0, reference_passes)
     if cache_file is not None:
         try:
             Path(cache_file).parent.mkdir(parents=True, exist_ok=True)

@@ -393,3 +393,13 @@ def test_running_out_of_memory_anywhere_is_one_line(runner, small_file, monkeypa
     monkeypatch.setattr("pipeline.experiment.comparison.load_splits", exhausted)  # outside any method's fit
     res = runner.invoke(cli, ["train", "--dataset", str(small_file), "--optimizer", "lbfgs", "--no-tracking", "-q"])
     assert res.exit_code == 1 and res.stderr.startswith("Error: out of memory") and "Traceback" not in res.output
+
+
+def test_curvature_prints_both_points_with_their_kind_and_cost(runner, small_file):
+    res = runner.invoke(cli, ["curvature", "--dataset", str(small_file), "--rank", "3"])
+    assert res.exit_code == 0, res.output
+    rows = {line.split()[0]: line.split() for line in res.stdout.splitlines()[1:]}
+    start, opt = rows["start"], rows["reference"]
+    assert start[-2:] == ["not", "stationary"] and opt[-2:] == ["local", "minimum"]
+    assert float(start[2]) < 0 < float(opt[2])  # the small random start sits in negative curvature
+    assert float(opt[2]) <= float(opt[3]) and int(opt[8]) > 0  # passes spent on the measurement

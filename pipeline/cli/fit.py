@@ -221,6 +221,27 @@ def sweep(optimizer, search, ranks, regs, reg_biases, weightings, val_fraction, 
 
 
 
+@cli.command()
+@run_options
+@input_errors
+def curvature(**kw):
+    """The Hessian's extreme eigenvalues at the start x0 and at the reference optimum, on the
+    complement of the model's symmetry (k(k-1)/2 directions for MF): lambda_min, lambda_max, the
+    condition number, the kind of point, and what the measurement cost in passes and seconds."""
+    from pipeline.experiment.spectra import measure_points
+    try:
+        points, _ = measure_points(run_config(kw, ()), note=lambda msg: click.echo(msg, err=True))
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
+    click.echo(f"{'point':<18} {'lambda_min':>11} {'lambda_max':>10} {'condition':>10} {'|g|/|g0|':>9} "
+               f"{'deflated':>8} {'residual':>8} {'passes':>7} {'seconds':>7}  kind")
+    for m in points:
+        c = m.curvature
+        cond = f"{c.condition:.3g}" if c.condition != float("inf") else "-"
+        click.echo(f"{m.label:<18} {c.lambda_min:>11.3e} {c.lambda_max:>10.3e} {cond:>10} {m.rel_grad_norm:>9.1e} "
+                   f"{c.symmetry_dim + c.inactive:>8} {c.residual:>8.1e} {c.passes:>7} {m.seconds:>7.1f}  {m.kind}")
+
+
 @cli.command("check-grad")
 @click.option("--directions", type=click.IntRange(min=1), default=3, show_default=True,
               help="Random directions per check point.")

@@ -166,6 +166,28 @@ class BiasedMF(PredictsRatings):
     # -- model-specific solvers (optional capabilities: ALS, newton-pcg and SGD use them) ----------
     precondition_passes = 2  # building the preconditioner reads the ratings once per side
 
+    def symmetry_directions(self, x: np.ndarray) -> np.ndarray:
+        """The ``k(k-1)/2`` directions ``(P A, Q A, 0, 0)``, ``A = E_ab - E_ba`` for ``a < b``, along
+        which ``L`` is constant (``L(P R, Q R) = L(P, Q)`` for orthogonal ``R``: ``P Q^T`` and the
+        penalty are unchanged), as the columns of an ``n_params x k(k-1)/2`` matrix; at a
+        stationary point each is in the Hessian's null space (``pipeline.curvature``)."""
+        P, Q, _, _ = self.unpack(x)
+        pairs = [(a, b) for a in range(self.rank) for b in range(a + 1, self.rank)]
+        out = np.zeros((self.n_params, len(pairs)))
+        for j, (a, b) in enumerate(pairs):
+            dP, dQ = np.zeros_like(P), np.zeros_like(Q)
+            dP[:, b], dP[:, a] = P[:, a], -P[:, b]
+            dQ[:, b], dQ[:, a] = Q[:, a], -Q[:, b]
+            out[:, j] = self.pack(dP, dQ, np.zeros(self.n_users), np.zeros(self.n_items))
+        return out
+
+    def inactive_parameters(self) -> np.ndarray:
+        """True for the factors and bias of every user and item without a training rating: no
+        term of ``L`` but their penalty reads them, they start at zero and stay there."""
+        cold_u, cold_i = self.user_counts == 0, self.item_counts == 0
+        return self.pack(np.repeat(cold_u[:, None], self.rank, 1), np.repeat(cold_i[:, None], self.rank, 1),
+                         cold_u, cold_i) > 0
+
     def precondition(self, x: np.ndarray):
         """``v -> M^-1 v`` for ``M`` the block diagonal of the Hessian at ``x``: per user the
         (k+1)-square block over ``(p_u, b_u)``, ``(1/N)(sum_i z_i z_i^T + w_u D)`` with

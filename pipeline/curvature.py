@@ -1,0 +1,184 @@
+"""The Hessian's extreme eigenvalues at a point, measured from ``hessp`` alone (no MLflow here).
+
+Why: gradient descent's rate is set by the condition number ``kappa = lambda_max / lambda_min``
+(``(kappa - 1)/(kappa + 1)`` per step at best), CG's iterations grow like ``sqrt(kappa)``, and the
+sign of ``lambda_min`` says what kind of point a method ended at. These are measured here rather
+than asserted.
+
+The symmetry. Where the model declares it (``symmetry_directions``, an optional capability), the
+objective is unchanged along a family of directions at every point: for matrix factorization
+``f(P R, Q R) = f(P, Q)`` for every orthogonal ``R`` (the predictions ``P Q^T`` and the penalty
+``sum_u w_u |p_u|^2 + ...`` are unchanged), so ``d/dt f(P e^{tA}, Q e^{tA}) = 0`` for every
+antisymmetric ``A``: the ``k(k-1)/2`` directions ``(P A, Q A)``. Differentiating the invariance
+twice, at a stationary point each such direction ``u`` has ``H u = 0``: ``k(k-1)/2`` eigenvalues
+are exactly zero there, whatever the data. They carry no information about the problem (no method
+needs to move along them), so a condition number is taken on their orthogonal complement: the
+operator measured is ``H`` restricted to ``U^perp`` (``U`` an orthonormal basis of the directions).
+Likewise the parameters no training rating touches (``inactive_parameters``, an optional
+capability: the factors and biases of users and items without a training rating), which start at
+zero and never leave it, and whose rows of ``H`` are zero under the count-weighted penalty: they
+are deflated too (on MovieLens 100K they put ``lambda_min`` at 4e-14 and ``kappa`` at 2e11).
+
+Methods. ``lambda_max``: Lanczos (``scipy.sparse.linalg.eigsh``, ``which="LA"``) on the projected
+operator ``(I - U U^T) H (I - U U^T)``. ``lambda_min``: LOBPCG (``scipy.sparse.linalg.lobpcg``)
+constrained to ``U^perp``, preconditioned by ``M^-1`` when the model offers its block-diagonal
+preconditioner (``precondition``, positive definite), else Lanczos ``which="SA"``. Each figure is
+checked by its residual ``|H v - lambda v| / |lambda_max|``; every product is counted.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.sparse.linalg import LinearOperator, eigsh, lobpcg
+
+from pipeline.objectives.base import offers
+
+
+@dataclass(frozen=True)
+class Curvature:
+    """The Hessian's extreme eigenvalues at one point, on the complement of the model's symmetry."""
+
+    lambda_min: float
+    lambda_max: float
+    grad_norm: float
+    symmetry_dim: int        # directions deflated (k(k-1)/2 for MF; 0 where none is declared)
+    n_hessp: int             # Hessian-vector products the measurement cost
+    residual: float          # the larger of the two eigenpairs' relative residuals
+    other_passes: int = 0    # passes besides the products: the gradient, the preconditioner's build
+    inactive: int = 0        # parameters no rating touches, deflated too
+
+    @property
+    def passes(self) -> int:
+        """The measurement's cost in data passes (a Hessian-vector product reads every rating once,
+        as in the race's budget)."""
+        return self.n_hessp + self.other_passes
+
+    @property
+    def condition(self) -> float:
+        """``lambda_max / lambda_min`` on the complement; inf where ``lambda_min <= 0``."""
+        return self.lambda_max / self.lambda_min if self.lambda_min > 0 else math.inf
+
+    def kind(self, stationary_tol: float) -> str:
+        """What the point is: "not stationary" (``|g| > stationary_tol``), else "local minimum" or
+        "saddle point: lambda_min = ..." by the sign of ``lambda_min`` beyond its measured error."""
+        if self.grad_norm > stationary_tol:
+            return "not stationary"
+        if self.lambda_min < -max(self.residual, 1e-10) * abs(self.lambda_max):
+            return f"saddle point: lambda_min = {self.lambda_min:.2e}"
+        return "local minimum"
+
+
+def symmetry_basis(objective, x: np.ndarray) -> np.ndarray:
+    """An orthonormal basis (columns) of the directions the objective declares it is invariant
+    along at ``x``; an empty ``(n, 0)`` array for a model that declares none. Dependent directions
+    (a rank-deficient ``P``) are dropped by the QR's diagonal."""
+    n = len(x)
+    if not offers(objective, "symmetry_directions"):
+        return np.zeros((n, 0))
+    D = np.asarray(objective.symmetry_directions(x), dtype=np.float64)
+    if D.shape[1] == 0:
+        return np.zeros((n, 0))
+    Q, R = np.linalg.qr(D)
+    keep = np.abs(np.diag(R)) > 1e-10 * max(np.abs(np.diag(R)).max(), 1e-300)
+    return Q[:, keep]
+
+
+def inactive_mask(objective, n: int) -> np.ndarray:
+    """True for the parameters the objective declares no rating touches (none where undeclared)."""
+    if not offers(objective, "inactive_parameters"):
+        return np.zeros(n, bool)
+    return np.asarray(objective.inactive_parameters(), bool)
+
+
+class _Counted:
+    """``H`` (projected on the complement of ``U`` and of the inactive coordinates) as a
+    LinearOperator that counts its products."""
+
+    def __init__(self, objective, x, U, inactive):
+        self.objective, self.x, self.U, self.count = objective, x, U, 0
+        self.active = (~inactive).astype(np.float64)
+
+    def project(self, v: np.ndarray) -> np.ndarray:
+        v = v * self.active if v.ndim == 1 else v * self.active[:, None]
+        return v - self.U @ (self.U.T @ v) if self.U.shape[1] else v
+
+    def __call__(self, V: np.ndarray) -> np.ndarray:
+        V = np.asarray(V, dtype=np.float64)
+        cols = V.reshape(len(self.x), -1)
+        out = np.empty_like(cols)
+        for j in range(cols.shape[1]):
+            self.count += 1
+            out[:, j] = self.project(self.objective.hessp(self.x, self.project(cols[:, j])))
+        return out.reshape(V.shape)
+
+    def operator(self) -> LinearOperator:
+        n = len(self.x)
+        return LinearOperator((n, n), matvec=self, matmat=self, dtype=np.float64)
+
+
+def measure(objective, x: np.ndarray, tol: float = 1e-10, seed: int = 0, max_products: int = 20_000) -> Curvature:
+    """The extreme eigenvalues of ``objective``'s Hessian at ``x`` on the complement of its
+    symmetry (see the module docstring), to relative residual about ``tol``."""
+    x = np.asarray(x, dtype=np.float64)
+    n = len(x)
+    inactive = inactive_mask(objective, n)
+    U = symmetry_basis(objective, x)
+    if inactive.any() and U.shape[1]:  # the symmetry within the active coordinates (it is zero off them)
+        U = np.linalg.qr(U * (~inactive)[:, None])[0]
+    H = _Counted(objective, x, U, inactive)
+    rng = np.random.default_rng(seed)
+    free = n - U.shape[1] - int(inactive.sum())
+    if free <= 0:
+        raise ValueError("the symmetry spans every direction: nothing to measure")
+    start = H.project(rng.normal(size=n))
+    other = 1  # the gradient below
+    if free <= 60:  # tiny problems: the projected Hessian in full, exact eigenvalues
+        lam_max, lam_min, residual = _dense(H, np.hstack([U, np.eye(n)[:, inactive]]), n)
+    else:
+        other += getattr(objective, "precondition_passes", 0) if offers(objective, "precondition") else 0
+        top, vec = eigsh(H.operator(), k=1, which="LA", v0=start, tol=tol, maxiter=max_products)
+        lam_max = float(top[0])
+        lam_min, low = _smallest(objective, x, H, U, lam_max, rng, tol, max_products)
+        residual = max(_residual(H, lam_max, vec[:, 0], lam_max), _residual(H, lam_min, low, lam_max))
+    g = objective.loss_grad(x)[1]
+    return Curvature(float(lam_min), float(lam_max), float(np.linalg.norm(g)), int(U.shape[1]), H.count,
+                     float(residual), other, int(inactive.sum()))
+
+
+def _dense(H: _Counted, U: np.ndarray, n: int) -> tuple[float, float, float]:
+    """Every eigenvalue of ``H`` on ``U^perp`` from the dense matrix ``B^T H B`` (``B`` an
+    orthonormal basis of the complement): exact up to rounding."""
+    full = np.linalg.qr(np.hstack([U, np.eye(n)]))[0]
+    B = full[:, U.shape[1]:n]
+    A = B.T @ H(B)
+    w = np.linalg.eigvalsh((A + A.T) / 2)
+    return float(w[-1]), float(w[0]), 0.0
+
+
+def _smallest(objective, x, H: _Counted, U, lam_max: float, rng, tol: float, max_products: int):
+    """``lambda_min`` on ``U^perp``: LOBPCG preconditioned by the model's ``M^-1`` where offered,
+    else Lanczos on the smallest algebraic end."""
+    n = len(x)
+    if offers(objective, "precondition"):
+        apply = objective.precondition(x)
+        M = LinearOperator((n, n), matvec=lambda v: H.project(apply(H.project(np.ravel(v)))), dtype=np.float64)
+        X = H.project(rng.normal(size=(n, 1))[:, 0])[:, None]
+        # the iterates stay off the inactive coordinates (every product and M^-1 is projected)
+        vals, vecs = lobpcg(H.operator(), X, M=M, Y=U if U.shape[1] else None, largest=False,
+                            tol=1e-2 * tol ** 0.5 * abs(lam_max), maxiter=max(50, max_products // 4))
+        return float(vals[0]), vecs[:, 0]
+    # the symmetry directions have eigenvalue 0 in H's projection: lift them above lambda_max
+    shift = 2.0 * abs(lam_max) + 1.0
+    lifted = LinearOperator((n, n), matvec=lambda v: H(v) + shift * (U @ (U.T @ v)) if U.shape[1] else H(v),
+                            dtype=np.float64)
+    vals, vecs = eigsh(lifted, k=1, which="SA", v0=H.project(rng.normal(size=n)), tol=tol, maxiter=max_products)
+    return float(vals[0]), vecs[:, 0]
+
+
+def _residual(H: _Counted, lam: float, v: np.ndarray, scale: float) -> float:
+    v = H.project(v)
+    v = v / max(np.linalg.norm(v), 1e-300)
+    return float(np.linalg.norm(H(v) - lam * v) / max(abs(scale), 1e-300))
