@@ -191,6 +191,7 @@ class TpeSearch:
     EDGE = 0.05  # a winner within 5 % of a range's ends, on the log scale, is at its edge
     BEAT = 5.0    # seconds between an open trial's heartbeats
     GRACE = 120.0  # a RUNNING trial whose heartbeat is older than this was left by a process that died
+    OPEN_ATTEMPTS = 3  # opening the study is tried this often (a concurrent first use) before it is an error
 
     def __init__(self, space: dict, trials: int, seed: int = 0, storage: str | None = None, name: str = "sweep",
                  warmup_trials: int = 5, warmup_steps: int = 10, pruner=None):
@@ -213,7 +214,15 @@ class TpeSearch:
         name = f"{self.name}-{identity}" if identity else self.name
         if self.study is not None and self.study.study_name == name:
             return
-        study = optuna.create_study(study_name=name, storage=self.storage, load_if_exists=True, direction="minimize")
+        for attempt in range(self.OPEN_ATTEMPTS):  # two processes creating one new storage race on its tables
+            try:
+                study = optuna.create_study(study_name=name, storage=self.storage, load_if_exists=True,
+                                            direction="minimize")
+                break
+            except Exception:
+                if attempt == self.OPEN_ATTEMPTS - 1:
+                    raise
+                time.sleep(0.5 * (attempt + 1))
         self._fail_stale(study)
         trials = study.get_trials(deepcopy=False)
         seed = self.seed if not trials else int(np.random.SeedSequence([self.seed, len(trials)]).generate_state(1)[0])

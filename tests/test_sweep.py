@@ -387,3 +387,24 @@ def test_study_storage_problems_are_one_line_about_the_study(small_synthetic, tm
         last = res.output.strip().splitlines()[-1]
         assert last.startswith(f"Error: the study storage {storage}") and "MLflow" not in res.output, res.output
         assert "Traceback" not in res.output
+
+
+def test_a_storage_another_process_is_creating_is_opened_on_a_retry(tmp_path, monkeypatch):
+    """Two sweeps starting at once on a new optuna.db: one met the other's half-made tables ("table
+    ... already exists") and exited 1 (seen in CI); opening is retried."""
+    import optuna
+    real, calls = optuna.create_study, []
+
+    def racing(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("(sqlite3.OperationalError) table studies already exists")
+        return real(*args, **kwargs)
+    monkeypatch.setattr(optuna, "create_study", racing)
+    search = TpeSearch(SPACE, 2, seed=0, storage=f"sqlite:///{tmp_path / 'optuna.db'}", name="race")
+    search.begin("id")
+    assert len(calls) == 2 and search.study.study_name == "race-id"
+    monkeypatch.setattr(optuna, "create_study", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("broken")))
+    from pipeline.search import StudyError
+    with pytest.raises(StudyError, match="broken"):
+        TpeSearch(SPACE, 2, seed=0, storage="sqlite:///x.db", name="other").begin("id")
