@@ -42,5 +42,5 @@ class NullTracker:
     def log_model(self, run_id, recommender, name: str, step: int = 0) -> None:
         return None
 
-    def links(self, run_ids: list, ui_url: str | None = None) -> dict[str, str]:
+    def links(self, run_ids: list, ui_url: str | None = None, race_ids: list | None = None) -> dict[str, str]:
         return {}

@@ -2,12 +2,17 @@
 the comparison table's columns. The fit writes them, the tracker logs them, the table and the
 report read them back: each name is spelled here once.
 
-Curves are logged at every iterate (step = iteration); a final metric that repeats a curve's
-last point (:data:`CURVE_ONLY`) is not logged again. ``rel_gap = (f - f*)/|f*|`` is a curve
-when the problem's reference optimum ``f*`` is known.
+Curves are logged at every iterate with **step = data passes** so far (the race's budget unit:
+the MLflow UI's charts then overlay the methods on the fair axis; passes rise strictly with every
+iterate of every method, tested), with the iteration number a curve of its own; a final metric
+that repeats a curve's last point (:data:`CURVE_ONLY`) is not logged again. ``rel_gap = (f -
+f*)/|f*|`` and its ``log10`` (:data:`LOG_GAP`: the UI draws linear axes, and the gap spans ten
+orders of magnitude) are curves when the problem's reference optimum ``f*`` is known.
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 
@@ -23,14 +28,15 @@ def target_label(tau: float) -> str:
 
 TARGET_KEYS = tuple(target_label(t) for t in TARGETS) + ("val",)  # "val": the validation plateau
 
-# curve name -> the IterationRecord field it follows
-# (n_fun, n_grad, n_hessp and grad_norm are final metrics only: data_passes and rel_grad_norm carry
+# curve name -> the IterationRecord field it follows; the step is the record's data_passes
+# (n_fun, n_grad, n_hessp and grad_norm are final metrics only: the step and rel_grad_norm carry
 # the same story, and each curve point costs about 0.15 ms to store in SQLite)
 CURVES = {"train_loss": "loss", "rel_grad_norm": "rel_grad_norm", "val_rmse": "val_rmse", "seconds": "seconds",
-          "data_passes": "data_passes"}
+          "iteration": "iteration"}
 GAP = "rel_gap"
+LOG_GAP = "log10_rel_gap"
 BEST_VAL = "best_val_rmse"  # the lowest validation RMSE on a method's curve: its plateau
-CURVE_NAMES = (*CURVES, GAP)
+CURVE_NAMES = (*CURVES, GAP, LOG_GAP)
 CURVE_ONLY = ("train_loss", "rel_grad_norm", "val_rmse")
 
 # final metrics from a result's last record (name -> IterationRecord field)
@@ -52,7 +58,8 @@ def curve_point(record: IterationRecord, f_star: float | None = None) -> dict[st
     """One iterate's value of every curve."""
     values = {name: getattr(record, field) for name, field in CURVES.items()}
     if f_star is not None:
-        values[GAP] = relative_gap(record.loss, f_star)
+        values[GAP] = gap = relative_gap(record.loss, f_star)
+        values[LOG_GAP] = math.log10(gap) if gap > 0 else math.nan  # below f*: no logarithm, no point
     return values
 
 
@@ -66,10 +73,10 @@ def final_metrics(result: OptimizeResult) -> dict[str, float]:
 
 
 def history_from_curves(curves: dict[str, list[tuple[int, float]]]) -> list[IterationRecord]:
-    """The iterates back from logged curves (fields with no curve: NaN or 0)."""
+    """The iterates back from logged curves, keyed by their step (data passes); fields with no
+    curve: NaN or 0, the iteration its position where no ``iteration`` curve was logged."""
     value = {k: dict(v) for k, v in curves.items()}
     get = lambda key, step, default: value.get(key, {}).get(step, default)
-    return [IterationRecord(step, loss, np.nan, get("rel_grad_norm", step, np.nan), get("seconds", step, 0.0), 0, 0,
-                            0, get("val_rmse", step, np.nan),
-                            int(get("data_passes", step, 0)))
-            for step, loss in sorted(value.get("train_loss", {}).items())]
+    return [IterationRecord(int(get("iteration", step, j)), loss, np.nan, get("rel_grad_norm", step, np.nan),
+                            get("seconds", step, 0.0), 0, 0, 0, get("val_rmse", step, np.nan), int(step))
+            for j, (step, loss) in enumerate(sorted(value.get("train_loss", {}).items()))]

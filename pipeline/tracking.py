@@ -310,12 +310,13 @@ class MlflowTracker:
 
     def curve_listener(self, run_id: str, f_star: float | None = None):
         """A :class:`pipeline.optim.Monitor` listener that buffers the curves of ``run_id``
-        (``pipeline.schema.CURVES``; ``rel_gap = (f - f*)/|f*|`` when the reference optimum is given)."""
+        (``pipeline.schema.CURVES``; ``rel_gap = (f - f*)/|f*|`` and its log10 when the reference
+        optimum is given), each point at step = the data passes so far."""
         def listen(_name: str, record: IterationRecord) -> None:
             now = int(time.time() * 1000)
             values = schema.curve_point(record, f_star)
             buf = self._buffer.setdefault(run_id, [])
-            buf.extend(Metric(k, v, now, record.iteration) for k, v in _finite(values).items())
+            buf.extend(Metric(k, v, now, int(record.data_passes)) for k, v in _finite(values).items())
             if time.monotonic() - self._last_flush >= self.flush_seconds:
                 self.flush(run_id)
         return listen
@@ -359,16 +360,23 @@ class MlflowTracker:
         self.client.log_artifact(run_id, str(path), artifact_path)
 
     # -- links for people --------------------------------------------------------------------------
-    def links(self, run_ids: list[str], ui_url: str | None = None) -> dict[str, str]:
-        """The experiment page and the compare page for ``run_ids`` in the MLflow UI."""
+    def links(self, run_ids: list[str], ui_url: str | None = None, race_ids: list[str] | None = None
+              ) -> dict[str, str]:
+        """The experiment page and the compare page for ``run_ids`` in the MLflow UI; with
+        ``race_ids`` (the methods' runs) also ``race``: the metric page overlaying their
+        ``rel_gap`` curves over step = data passes, on a log axis (the race on its fair axis)."""
         base = (ui_url or f"http://{UI_HOST}:{UI_PORT}").rstrip("/")
         exp = self.experiment_id
-        runs = urllib.parse.quote(json.dumps(run_ids, separators=(",", ":")))
-        exps = urllib.parse.quote(json.dumps([exp], separators=(",", ":")))
-        return {
+        q = lambda value: urllib.parse.quote(json.dumps(value, separators=(",", ":")))  # noqa: E731
+        out = {
             "experiment": f"{base}/#/experiments/{exp}?workflowType=machine_learning",
-            "compare": f"{base}/#/compare-runs?runs={runs}&experiments={exps}&workflowType=machine_learning",
+            "compare": f"{base}/#/compare-runs?runs={q(run_ids)}&experiments={q([exp])}&workflowType=machine_learning",
         }
+        if race_ids:
+            out["race"] = (f"{base}/#/metric?runs={q(race_ids)}&metric={q(schema.GAP)}&experiments={q([exp])}"
+                           f"&plot_metric_keys={q([schema.GAP])}&plot_layout={q({})}&x_axis=step&y_axis_scale=log"
+                           "&line_smoothness=1&show_point=false")
+        return out
 
     def experiment_links(self, ui_url: str | None = None) -> dict[str, dict[str, str]]:
         """Per experiment (the Default one aside): its page, and the compare page of its newest
@@ -382,7 +390,8 @@ class MlflowTracker:
                                            order_by=["attributes.start_time DESC"], max_results=1)
             children = self.client.search_runs([exp.experiment_id], f"tags.mlflow.parentRunId = '{runs[0].info.run_id}'"
                                                ) if runs else []
-            links = self.links([c.info.run_id for c in children], ui_url)
+            links = self.links([c.info.run_id for c in children], ui_url,
+                               [c.info.run_id for c in children if c.data.tags.get("kind") == "optimizer"])
             out[exp.name] = links if runs else {"experiment": links["experiment"]}
         return out
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from pipeline import experiment
@@ -43,10 +44,18 @@ def test_params_metrics_and_curves(comparison):
         assert key in m, key
     assert m["n_hessp"] > 0
     history = tracker.client.get_metric_history(run.info.run_id, "train_loss")
-    steps = [h.step for h in history]
-    assert steps == list(range(len(out.results["newton-cg"].history)))
+    steps = sorted(h.step for h in history)
+    res = out.results["newton-cg"]
+    assert steps == [r.data_passes for r in res.history]  # step = data passes, the race's unit
+    assert all(b > a for a, b in zip(steps, steps[1:])) and len(set(steps)) == len(res.history)
     values = [h.value for h in sorted(history, key=lambda h: h.step)]
-    assert values == pytest.approx([r.loss for r in out.results["newton-cg"].history])
+    assert values == pytest.approx([r.loss for r in res.history])
+    iters = sorted((h.step, h.value) for h in tracker.client.get_metric_history(run.info.run_id, "iteration"))
+    assert [v for _, v in iters] == [r.iteration for r in res.history]
+    log_gap = tracker.client.get_metric_history(run.info.run_id, "log10_rel_gap")
+    f_star = out.prepared.reference.f_star
+    assert {h.step: h.value for h in log_gap} == pytest.approx(
+        {r.data_passes: np.log10((r.loss - f_star) / abs(f_star)) for r in res.history if r.loss > f_star})
     assert run.data.tags["stop_reason"] == out.results["newton-cg"].reason
     base = tracker.run_info(out.child_run_ids["global-mean"]).data.metrics
     assert set(base) >= {"val_rmse", "test_rmse"}  # baselines share the metric names
@@ -233,3 +242,26 @@ def test_ctrl_c_inside_a_store_transaction_keeps_the_points_and_frees_the_lock(t
         event.remove(engine, "commit", interrupt_inside_the_transaction)
     assert tracker.run_info(rid).info.status == "KILLED"
     assert [m.step for m in tracker.client.get_metric_history(rid, "train_loss")] == list(range(7))
+
+
+def test_the_parent_runs_description_holds_the_table_and_the_findings(comparison):
+    """The MLflow UI shows a run's description (tag mlflow.note.content) on its page: the parent's
+    had none."""
+    from pipeline import report
+    tracker, out = comparison
+    note = tracker.run_info(out.parent_run_id).data.tags["mlflow.note.content"]
+    assert report.markdown_table(out.table) in note and out.prepared.reference.note() in note
+    for line in report.findings(out.table):
+        assert f"- {line}" in note
+
+
+def test_the_race_link_overlays_the_methods_gap_over_data_passes(comparison):
+    """make train's links opened a parallel-coordinates plot with no curve; the race link is the
+    metric page of rel_gap for the methods' runs, x axis = step (data passes), log y."""
+    import json
+    import urllib.parse
+    tracker, out = comparison
+    race = out.links["race"]
+    query = urllib.parse.parse_qs(race.split("#/metric?", 1)[1])
+    assert json.loads(query["metric"][0]) == "rel_gap" and query["x_axis"] == ["step"] and query["y_axis_scale"] == ["log"]
+    assert sorted(json.loads(query["runs"][0])) == sorted(out.child_run_ids[n] for n in out.results)

@@ -56,6 +56,8 @@ def _run_comparison(optimizers, kw) -> None:
         click.echo("")
         click.echo(f"MLflow experiment: {result.links['experiment']}")
         click.echo(f"compare the runs:  {result.links['compare']}")
+        if "race" in result.links:
+            click.echo(f"the race, (f - f*)/|f*| over data passes: {result.links['race']}")
         best = result.best()  # model selection: validation RMSE
         if best in result.model_uris:
             click.echo(f"best model ({best}): recsys recommend --model-uri {result.model_uris[best]} --user ID")

@@ -83,6 +83,8 @@ def ui(tracking_uri, port):
         click.echo(f"  {name}: {links['experiment']}")
         if "compare" in links:
             click.echo(f"    latest comparison: {links['compare']}")
+        if "race" in links:
+            click.echo(f"    its race over data passes: {links['race']}")
     sys.exit(_serve(ui_command(uri, port=port)))
 
 

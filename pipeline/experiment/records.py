@@ -61,8 +61,8 @@ def record_baseline(tracker, name: str, params: dict, parent_id: str | None, met
 
 
 def record_fit(tracker, rid: str, result, metrics: dict, note: str) -> None:
-    """A method's end: its final metrics (at its last iteration) and why it stopped."""
-    tracker.log_metrics(rid, final_metrics(metrics), step=result.final.iteration)
+    """A method's end: its final metrics (at its last step, the data passes it used) and why it stopped."""
+    tracker.log_metrics(rid, final_metrics(metrics), step=int(result.final.data_passes))
     tracker.set_tags(rid, {"stop_reason": result.reason, "stop_message": result.message,
                            **({"end_note": note} if note else {})})
 
@@ -70,7 +70,7 @@ def record_fit(tracker, rid: str, result, metrics: dict, note: str) -> None:
 def record_model(tracker, rid: str, prepared, result, name: str) -> str | None:
     """The fit as an MLflow LoggedModel (a pyfunc serving it); its URI."""
     rec = Recommender.from_fit(prepared.objective, result.x, prepared.ratings, prepared.split.train)
-    return tracker.log_model(rid, rec, name, step=result.final.iteration)
+    return tracker.log_model(rid, rec, name, step=int(result.final.data_passes))
 
 
 def race_metrics(out) -> dict:
@@ -103,10 +103,22 @@ def record_comparison(tracker, parent_id: str, out, repeated: bool) -> None:
                                         "best_test_rmse": out.metrics[best]["test_rmse"]})
     if best:
         tracker.set_tags(parent_id, {"best_optimizer": best})
+    tracker.set_tags(parent_id, {"mlflow.note.content": description(out)})
     if not repeated:
         prep = out.prepared
         tracker.set_tags(parent_id, {**{k: str(v) for k, v in prep.split.cold_counts().items()},
                                      "reference_optimum": prep.reference.note()})
+
+
+def description(out) -> str:
+    """The parent run's description in the MLflow UI (Markdown): the race's table and what the
+    numbers say, the same sentences ``recsys compare`` prints, and where f* came from."""
+    ref = out.prepared.reference
+    lines = ["**The race** (budget and axis: data passes; each method from the same start, gaps against "
+             f"the reference optimum: {ref.note() if ref else 'not computed'})", "",
+             report.markdown_table(out.table), "", "**What the numbers say**", ""]
+    lines += [f"- {line}" for line in report.findings(out.table)]
+    return "\n".join(lines) + "\n"
 
 
 def record_problem(tracker, parent_id: str, label: str, params: dict, reference, rows: list[dict]) -> None:

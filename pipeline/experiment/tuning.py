@@ -65,7 +65,7 @@ def _trial(j: int, params: dict, cfg: RunConfig, blind: Split, ratings: Ratings,
         try:
             res, m = fit(prep, optimizer, tcfg, records.listeners(progress, tracker.curve_listener(rid), search.listener(j)))
             reason, value = res.reason, m["val_rmse"]
-            tracker.log_metrics(rid, records.final_metrics(m, drop=("test_",)), step=res.final.iteration)
+            tracker.log_metrics(rid, records.final_metrics(m, drop=("test_",)), step=int(res.final.data_passes))
             row = {"train_rmse": m["train_rmse"], "seconds": m["fit_seconds"], "iterations": m["iterations"]}
         except Pruned as why:
             reason, value, row = "pruned", None, {}
@@ -178,5 +178,5 @@ def _run_refit(refit_split: Split, wcfg: RunConfig, ratings: Ratings, optimizer:
     with tracker.run("refit-winner", {**run_params(wcfg, prep), "optimizer": optimizer}, parent_id,
                      {"kind": "refit"}) as rid:
         res, m = fit(prep, optimizer, wcfg, records.listeners(progress, tracker.curve_listener(rid)))
-        tracker.log_metrics(rid, records.final_metrics(m, drop=("val_",)), step=res.final.iteration)
+        tracker.log_metrics(rid, records.final_metrics(m, drop=("val_",)), step=int(res.final.data_passes))
     return {k: m[k] for k in ("test_rmse", "test_mae", "train_rmse", "fit_seconds", "iterations")}
