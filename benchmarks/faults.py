@@ -41,7 +41,7 @@ def read_only(folder: Path) -> list[str]:
 def one_line(p, code, text):
     """Exit ``code`` and one error line holding ``text``. Click's own "Usage: ... Try ... --help"
     framing around a bad option is not counted: the error itself is the one line."""
-    framing = ("note:", "Usage:", "Try '", "dataset ", "kernels ", "reference optimum", "one operation costs",
+    framing = ("note:", "Usage:", "Try '", "dataset ", "kernels ", "reference optimum", "curvature at ", "one operation costs",
                "  downloading:")
     lines = [line for line in p.stderr.splitlines() if line.strip() and not line.startswith(framing)]
     ok = p.returncode == code and len(lines) == 1 and text in lines[0] and "Traceback" not in p.stderr

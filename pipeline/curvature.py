@@ -37,6 +37,10 @@ from scipy.sparse.linalg import LinearOperator, eigsh, lobpcg
 from pipeline.objectives.base import offers
 
 
+class NotMeasured(Exception):
+    """The eigensolvers did not converge at this point (a comparison goes on without the figure)."""
+
+
 @dataclass(frozen=True)
 class Curvature:
     """The Hessian's extreme eigenvalues at one point, on the complement of the model's symmetry."""
@@ -46,9 +50,10 @@ class Curvature:
     grad_norm: float
     symmetry_dim: int        # directions deflated (k(k-1)/2 for MF; 0 where none is declared)
     n_hessp: int             # Hessian-vector products the measurement cost
-    residual: float          # the larger of the two eigenpairs' relative residuals
+    residual: float          # lambda_min's relative residual |H v - lambda v| / lambda_max (its error bound)
     other_passes: int = 0    # passes besides the products: the gradient, the preconditioner's build
     inactive: int = 0        # parameters no rating touches, deflated too
+    residual_max: float = 0.0  # lambda_max's relative residual
 
     @property
     def passes(self) -> int:
@@ -61,14 +66,29 @@ class Curvature:
         """``lambda_max / lambda_min`` on the complement; inf where ``lambda_min <= 0``."""
         return self.lambda_max / self.lambda_min if self.lambda_min > 0 else math.inf
 
+    @property
+    def error(self) -> float:
+        """A bound on ``lambda_min``'s error: a symmetric matrix has an eigenvalue within the
+        residual norm ``|H v - lambda v|`` (unit ``v``) of every Ritz value ``lambda``."""
+        return self.residual * abs(self.lambda_max)
+
+    def describe(self, stationary_tol: float) -> str:
+        """The kind of point with its smallest eigenvalue, for a table's note:
+        "a local minimum, lambda_min 2.5e-07", "a saddle point, lambda_min -3.3e-08"..."""
+        kind = self.kind(stationary_tol).split(":")[0]
+        return f"{'a ' if kind in ('local minimum', 'saddle point') else ''}{kind}, lambda_min {self.lambda_min:.1e}"
+
     def kind(self, stationary_tol: float) -> str:
-        """What the point is: "not stationary" (``|g| > stationary_tol``), else "local minimum" or
-        "saddle point: lambda_min = ..." by the sign of ``lambda_min`` beyond its measured error."""
+        """What the point is: "not stationary" (``|g| > stationary_tol``), else "local minimum"
+        (``lambda_min`` above its error bound), "saddle point: lambda_min = ..." (below minus it),
+        or "undetermined" (``|lambda_min|`` within its error: flatter than the measurement)."""
         if self.grad_norm > stationary_tol:
             return "not stationary"
-        if self.lambda_min < -max(self.residual, 1e-10) * abs(self.lambda_max):
+        if self.lambda_min > self.error:
+            return "local minimum"
+        if self.lambda_min < -self.error:
             return f"saddle point: lambda_min = {self.lambda_min:.2e}"
-        return "local minimum"
+        return "undetermined"
 
 
 def symmetry_basis(objective, x: np.ndarray) -> np.ndarray:
@@ -119,9 +139,22 @@ class _Counted:
         return LinearOperator((n, n), matvec=self, matmat=self, dtype=np.float64)
 
 
-def measure(objective, x: np.ndarray, tol: float = 1e-10, seed: int = 0, max_products: int = 20_000) -> Curvature:
+TOL = 1e-4  # eigenpairs' relative residual |Hv - lambda v| / lambda_max, refined down to MIN_TOL while the
+MIN_TOL = 1e-10  # sign of lambda_min is within its error bound
+
+
+def measure(objective, x: np.ndarray, tol: float = TOL, seed: int = 0, max_products: int = 20_000) -> Curvature:
     """The extreme eigenvalues of ``objective``'s Hessian at ``x`` on the complement of its
-    symmetry (see the module docstring), to relative residual about ``tol``."""
+    symmetry (see the module docstring), to relative residual about ``tol``; ``NotMeasured`` when
+    an eigensolver does not converge within ``max_products``."""
+    from scipy.sparse.linalg import ArpackError, ArpackNoConvergence
+    try:
+        return _measure(objective, x, tol, seed, max_products)
+    except (ArpackNoConvergence, ArpackError, np.linalg.LinAlgError) as exc:
+        raise NotMeasured(" ".join(str(exc).split())[:160]) from None
+
+
+def _measure(objective, x: np.ndarray, tol: float, seed: int, max_products: int) -> Curvature:
     x = np.asarray(x, dtype=np.float64)
     n = len(x)
     inactive = inactive_mask(objective, n)
@@ -137,15 +170,21 @@ def measure(objective, x: np.ndarray, tol: float = 1e-10, seed: int = 0, max_pro
     other = 1  # the gradient below
     if free <= 60:  # tiny problems: the projected Hessian in full, exact eigenvalues
         lam_max, lam_min, residual = _dense(H, np.hstack([U, np.eye(n)[:, inactive]]), n)
+        residual_max = 0.0
     else:
         other += getattr(objective, "precondition_passes", 0) if offers(objective, "precondition") else 0
-        top, vec = eigsh(H.operator(), k=1, which="LA", v0=start, tol=tol, maxiter=max_products)
+        top, vec = eigsh(H.operator(), k=1, which="LA", v0=start, tol=tol, maxiter=max(20, max_products // 20))
         lam_max = float(top[0])
-        lam_min, low = _smallest(objective, x, H, U, lam_max, rng, tol, max_products)
-        residual = max(_residual(H, lam_max, vec[:, 0], lam_max), _residual(H, lam_min, low, lam_max))
+        residual_max = _residual(H, lam_max, vec[:, 0], lam_max)
+        while True:  # refined while lambda_min is within its error bound of zero (its sign unknown)
+            lam_min, low = _smallest(objective, x, H, U, lam_max, rng, tol, max_products)
+            residual = _residual(H, lam_min, low, lam_max)
+            if abs(lam_min) > residual * abs(lam_max) or tol <= MIN_TOL:
+                break
+            tol = max(tol / 100, MIN_TOL)
     g = objective.loss_grad(x)[1]
     return Curvature(float(lam_min), float(lam_max), float(np.linalg.norm(g)), int(U.shape[1]), H.count,
-                     float(residual), other, int(inactive.sum()))
+                     float(residual), other, int(inactive.sum()), float(residual_max))
 
 
 def _dense(H: _Counted, U: np.ndarray, n: int) -> tuple[float, float, float]:
@@ -164,17 +203,19 @@ def _smallest(objective, x, H: _Counted, U, lam_max: float, rng, tol: float, max
     n = len(x)
     if offers(objective, "precondition"):
         apply = objective.precondition(x)
-        M = LinearOperator((n, n), matvec=lambda v: H.project(apply(H.project(np.ravel(v)))), dtype=np.float64)
+        M = LinearOperator((n, n), matvec=lambda v: apply(np.ravel(v)) * H.active, dtype=np.float64)  # LOBPCG
+        # applies the constraints (U) to what M returns; the inactive coordinates are kept at zero here
         X = H.project(rng.normal(size=(n, 1))[:, 0])[:, None]
         # the iterates stay off the inactive coordinates (every product and M^-1 is projected)
         vals, vecs = lobpcg(H.operator(), X, M=M, Y=U if U.shape[1] else None, largest=False,
-                            tol=1e-2 * tol ** 0.5 * abs(lam_max), maxiter=max(50, max_products // 4))
+                            tol=tol * abs(lam_max), maxiter=max(50, max_products // 4))
         return float(vals[0]), vecs[:, 0]
     # the symmetry directions have eigenvalue 0 in H's projection: lift them above lambda_max
     shift = 2.0 * abs(lam_max) + 1.0
     lifted = LinearOperator((n, n), matvec=lambda v: H(v) + shift * (U @ (U.T @ v)) if U.shape[1] else H(v),
                             dtype=np.float64)
-    vals, vecs = eigsh(lifted, k=1, which="SA", v0=H.project(rng.normal(size=n)), tol=tol, maxiter=max_products)
+    vals, vecs = eigsh(lifted, k=1, which="SA", v0=H.project(rng.normal(size=n)), tol=tol,
+                       maxiter=max(20, max_products // 20))
     return float(vals[0]), vecs[:, 0]
 
 

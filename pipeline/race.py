@@ -115,23 +115,40 @@ def reference_optimum(objective, x0: np.ndarray, cache_file: Path | None = None,
                       reference_passes: int = REFERENCE_PASSES) -> Reference:
     """``f*`` of ``objective`` from ``x0`` (see the module docstring), read from ``cache_file`` when
     it holds one, written there otherwise (a file that cannot be read or written is ignored)."""
+    return reference_and_point(objective, x0, cache_file, reference_passes)[0]
+
+
+def reference_and_point(objective, x0: np.ndarray, cache_file: Path | None = None,
+                        reference_passes: int = REFERENCE_PASSES) -> tuple[Reference, np.ndarray]:
+    """``reference_optimum`` and the point it was reached at (the curvature there is measured):
+    the point is cached beside the JSON (``.npy``) and trusted only where its loss, recomputed
+    (one pass), is the cached ``f*`` to 1e-12 and its shape the objective's."""
+    point_file = Path(cache_file).with_suffix(".npy") if cache_file is not None else None
     if cache_file is not None:
         try:
             cached = _checked(Reference(**json.loads(Path(cache_file).read_text())), objective, x0)
+            x = np.load(point_file, allow_pickle=False) if cached is not None else None
+            if x is not None and (x.shape != x0.shape or x.dtype != np.float64 or not np.isfinite(x).all()
+                                  or abs(float(objective.loss(x)) - cached.f_star) > 1e-12 * abs(cached.f_star)):
+                cached = None
         except (OSError, ValueError, TypeError):
             cached = None  # unreadable, malformed or implausible: computed again and rewritten
         if cached is not None:
-            return cached
-    _, ref = reference_point(objective, x0, reference_passes)
+            return cached, x
+    x, ref = reference_point(objective, x0, reference_passes)
     if cache_file is not None:
         try:
             Path(cache_file).parent.mkdir(parents=True, exist_ok=True)
+            tmp = point_file.with_name(f"{point_file.name}.{os.getpid()}.tmp")
+            with open(tmp, "wb") as fh:  # the point first: a JSON is never left without its point
+                np.save(fh, x)
+            os.replace(tmp, point_file)
             tmp = Path(f"{cache_file}.{os.getpid()}.tmp")
             tmp.write_text(json.dumps(asdict(ref)))
             os.replace(tmp, cache_file)
         except OSError:
             pass
-    return ref
+    return ref, x
 
 
 def _checked(ref: Reference, objective, x0: np.ndarray) -> Reference | None:

@@ -341,16 +341,33 @@ def _f_star_lines(ran: pd.DataFrame) -> list[str]:
     notes = ran["note"].fillna("") if "note" in ran else pd.Series("", index=ran.index)
     above = ran[notes.str.contains(race.ABOVE_F_STAR, regex=False)]
     if len(above):
-        lines.append("The problem is non-convex: " + ", ".join(f"{r.optimizer} ((f - f*)/|f*| = {r.rel_gap:.1e})"
-                                                                 for r in above.itertuples())
-                     + f" {'each ' if len(above) > 1 else ''}met the gradient tolerance above f*, near a stationary "
-                       "point other than the reference's; whether a local minimum or a saddle, only the curvature "
-                       "there can tell.")
+        kinds = {r.optimizer: _measured_kind(r.note) for r in above.itertuples()}
+        pieces = [f"{r.optimizer} ((f - f*)/|f*| = {r.rel_gap:.1e}{'; ' + kinds[r.optimizer] if kinds[r.optimizer] else ''})"
+                  for r in above.itertuples()]
+        each = "each " if len(above) > 1 else ""
+        if all(kinds.values()):
+            tail = (f"met the gradient tolerance above f*, at {'stationary points' if len(above) > 1 else 'a stationary point'} "
+                    "other than the reference's, of the kind the Hessian's smallest eigenvalue there says (on the "
+                    "complement of the factors' rotation symmetry).")
+        elif any(kinds.values()):
+            tail = ("met the gradient tolerance above f*, near a stationary point other than the reference's; where no "
+                    "kind is given, whether a local minimum or a saddle, only the curvature there can tell.")
+        else:
+            tail = ("met the gradient tolerance above f*, near a stationary point other than the reference's; whether "
+                    "a local minimum or a saddle, only the curvature there can tell.")
+        lines.append("The problem is non-convex: " + ", ".join(pieces) + f" {each}{tail}")
     below = ran[notes.str.contains(race.BELOW_F_STAR, regex=False)]
     if len(below):
         lines.append(", ".join(f"{r.optimizer} ((f - f*)/|f*| = {r.rel_gap:.1e})" for r in below.itertuples())
                      + " ended below f*, at a lower point than the reference solvers found.")
     return lines
+
+
+def _measured_kind(note: str) -> str:
+    """The kind of end point a note names after "converged above f*: " ("a local minimum,
+    lambda_min 1.9e-07"), or "" where none was measured."""
+    after = str(note).split(race.ABOVE_F_STAR, 1)[1] if race.ABOVE_F_STAR in str(note) else ""
+    return after[2:].split(";")[0].strip() if after.startswith(": ") else ""
 
 
 def _not_run_lines(table: pd.DataFrame) -> list[str]:

@@ -52,10 +52,12 @@ def test_extreme_eigenvalues_match_the_dense_hessian(small, where):
     rng = np.random.default_rng(4)
     x = {"start": small.init(rng), "optimum": converged(small),
          "random": rng.normal(0, 0.5, small.n_params)}[where]
-    c = curvature.measure(small, x)
+    tight = curvature.measure(small, x, tol=1e-10)
     w = complement_eigenvalues(dense_hessian(small, x), curvature.symmetry_basis(small, x))
-    assert abs(c.lambda_min - w[0]) <= 1e-8 * abs(w[-1]) and abs(c.lambda_max - w[-1]) <= 1e-8 * abs(w[-1])
-    assert c.symmetry_dim == 3 and c.n_hessp > 0
+    assert abs(tight.lambda_min - w[0]) <= 1e-8 * abs(w[-1]) and abs(tight.lambda_max - w[-1]) <= 1e-8 * abs(w[-1])
+    assert tight.symmetry_dim == 3 and tight.n_hessp > 0
+    default = curvature.measure(small, x)  # the comparison's tolerance: within the error bound it reports
+    assert abs(default.lambda_min - w[0]) <= default.error and default.n_hessp <= tight.n_hessp
 
 
 def test_the_iterative_path_matches_the_dense_one():
@@ -66,7 +68,7 @@ def test_the_iterative_path_matches_the_dense_one():
     obj = BiasedMF(Ratings(**{**base.__dict__, "user_ids": np.arange(21), "item_ids": np.arange(16)}), rank=3,
                    reg=0.1, reg_bias=0.05)
     x = converged(obj, seed=1)
-    c = curvature.measure(obj, x)
+    c = curvature.measure(obj, x, tol=1e-10)
     inactive = np.eye(obj.n_params)[:, curvature.inactive_mask(obj, obj.n_params)]
     w = complement_eigenvalues(dense_hessian(obj, x), np.hstack([curvature.symmetry_basis(obj, x), inactive]))
     assert obj.n_params - 3 > 60
@@ -138,3 +140,28 @@ def test_the_hessian_along_a_symmetry_direction_is_the_rotated_gradient_at_every
     assert np.linalg.norm(Hu - rotated) <= 1e-12 * np.linalg.norm(Hu) + 1e-15
     assert np.linalg.norm(Hu) > 1e-3 * np.linalg.norm(small.hessp(x, rng.normal(size=small.n_params)))  # not trivially 0
     assert abs(small.loss_grad(x)[1] @ u) <= 1e-13 * np.linalg.norm(u) * np.linalg.norm(small.loss_grad(x)[1])
+
+
+@pytest.mark.parametrize("lam_min, residual, grad, kind", [
+    (2e-7, 1e-6, 0.0, "local minimum"),          # above its error bound 1e-6 * 1e-2 = 1e-8
+    (-3e-8, 1e-6, 0.0, "saddle point: lambda_min = -3.00e-08"),
+    (-3e-8, 1e-5, 0.0, "undetermined"),          # within its error bound 1e-7: the sign is not known
+    (5e-9, 1e-6, 0.0, "undetermined"),
+    (2e-7, 1e-6, 1.0, "not stationary"),
+])
+def test_the_kind_of_point_respects_the_error_bound(lam_min, residual, grad, kind):
+    c = curvature.Curvature(lam_min, 1e-2, grad, 0, 1, residual)
+    assert c.kind(1e-3) == kind
+    assert c.describe(1e-3).endswith(f"lambda_min {lam_min:.1e}")
+
+
+def test_svdpp_declares_its_rotation_symmetry_and_it_is_a_null_space_at_its_optimum():
+    from pipeline.objectives.svdpp import SVDpp
+    obj = SVDpp(tiny_ratings(n_users=8, n_items=6), rank=3, reg=0.1, reg_bias=0.05)
+    x = converged(obj)
+    U = curvature.symmetry_basis(obj, x)
+    H = dense_hessian(obj, x)
+    assert U.shape[1] == 3 and np.linalg.norm(H @ U) <= 1e-7 * np.abs(np.linalg.eigvalsh(H)).max()
+    c = curvature.measure(obj, x, tol=1e-10)
+    w = complement_eigenvalues(H, np.hstack([U, np.eye(obj.n_params)[:, curvature.inactive_mask(obj, obj.n_params)]]))
+    assert abs(c.lambda_min - w[0]) <= 1e-8 * w[-1] and abs(c.lambda_max - w[-1]) <= 1e-8 * w[-1]

@@ -284,3 +284,19 @@ def test_degenerate_data_gets_a_warning_in_the_comparison(case):
     notes = []
     experiment.compare(cfg, ratings=data, note=notes.append)
     assert [n for n in notes if n.startswith("warning: ") and "not meaningful" in n], notes
+
+
+def test_the_reference_point_is_cached_and_checked_against_its_loss(tmp_path):
+    """The curvature at the optimum needs the point: it is cached beside f* and used only where
+    its loss, recomputed, is f*; a point that is not is computed again."""
+    f = BiasedMF(tiny_ratings(n_users=6, n_items=5), rank=2, reg=0.3, reg_bias=0.1)
+    x0 = f.init(np.random.default_rng(0))
+    cache = tmp_path / "ref.json"
+    ref, x = race.reference_and_point(f, x0, cache)
+    assert cache.with_suffix(".npy").is_file() and f.loss(x) == ref.f_star
+    again, y = race.reference_and_point(f, x0, cache)
+    np.testing.assert_array_equal(x, y)
+    np.save(cache.with_suffix(".npy"), x + 0.01)  # another point under the same f*
+    third, z = race.reference_and_point(f, x0, cache)
+    assert abs(f.loss(z) - third.f_star) <= 1e-12 * abs(third.f_star)
+    np.testing.assert_allclose(z, x, atol=1e-6)

@@ -182,3 +182,20 @@ def test_every_cited_number_is_in_the_table_and_rankings_follow_it(t):
                 assert values == sorted(values), line
         if line.startswith("To ") or "spans" in line or "plateau" in line:
             assert not any(re.search(rf"(?<![\w-]){re.escape(n)}(?![\w-])", line) for n in not_run), line
+
+
+def test_the_kind_of_each_end_point_is_said_where_it_was_measured():
+    """Each branch: every kind measured, some, none (the last is the sentence above)."""
+    both = table(row("a", note="converged above f*: a local minimum, lambda_min 1.9e-07", rel_gap=8.5e-5),
+                 row("b", note="converged above f*: a saddle point, lambda_min -3.3e-08", rel_gap=9.8e-5))
+    text = " ".join(report.findings(both))
+    assert ("a ((f - f*)/|f*| = 8.5e-05; a local minimum, lambda_min 1.9e-07), b ((f - f*)/|f*| = 9.8e-05; a saddle "
+            "point, lambda_min -3.3e-08) each met the gradient tolerance above f*, at stationary points other than "
+            "the reference's, of the kind the Hessian's smallest eigenvalue there says") in text
+    assert "only the curvature there can tell" not in text
+    some = " ".join(report.findings(table(row("a", note="converged above f*: a local minimum, lambda_min 1.9e-07"),
+                                          row("b", note="converged above f*"))))
+    assert "where no kind is given, whether a local minimum or a saddle, only the curvature there can tell" in some
+    one = " ".join(report.findings(table(row("a", note="converged above f*: a saddle point, lambda_min -3.3e-08"))))
+    assert " met the gradient tolerance above f*, at a stationary point other than the reference's" in one
+    assert " each " not in one

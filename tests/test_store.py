@@ -68,7 +68,7 @@ def _small_compare(tmp_path, tracking_uri, max_passes=3000):
 def _error_lines(stderr: str) -> list[str]:
     """What the command said beyond its progress notes: one line is what users should get."""
     assert "Traceback" not in stderr, stderr
-    notes = ("dataset ", "kernels ", "reference optimum", "one operation costs")
+    notes = ("dataset ", "kernels ", "reference optimum", "curvature at ", "one operation costs")
     return [line for line in stderr.splitlines() if line.strip() and not line.startswith(notes)]
 
 

@@ -265,3 +265,12 @@ def test_the_race_link_overlays_the_methods_gap_over_data_passes(comparison):
     query = urllib.parse.parse_qs(race.split("#/metric?", 1)[1])
     assert json.loads(query["metric"][0]) == "rel_gap" and query["x_axis"] == ["step"] and query["y_axis_scale"] == ["log"]
     assert sorted(json.loads(query["runs"][0])) == sorted(out.child_run_ids[n] for n in out.results)
+
+
+def test_the_curvature_at_the_start_and_at_the_optimum_is_on_the_parent(comparison):
+    tracker, out = comparison
+    m = tracker.run_info(out.parent_run_id).data.metrics
+    start, opt = out.prepared.curvature["start"], out.prepared.curvature["optimum"]
+    assert m["lambda_min_start"] == start.lambda_min < 0 < m["lambda_min_optimum"] == opt.lambda_min
+    assert m["condition_optimum"] == pytest.approx(opt.lambda_max / opt.lambda_min)
+    assert "condition_start" not in m and m["curvature_passes"] == start.passes + opt.passes

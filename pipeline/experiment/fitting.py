@@ -10,12 +10,12 @@ optimizer and scores it. Nothing here talks to a tracker: the commands (``compar
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
 
-from pipeline import evaluate, race, reproducible, schema
+from pipeline import curvature, evaluate, race, reproducible, schema
 from pipeline.config import DataConfig, RunConfig
 from pipeline.data import DataError, Ratings, Split, cache_folder, filter_min_counts, load_dataset, load_predefined, make_splits
 from pipeline.objectives import LocalEngine, build_objective, model_spec, offers
@@ -35,6 +35,8 @@ class Prepared:
     seed: int = 0
     reference: race.Reference | None = None  # f* of this problem from x0 (set before the race)
     engine: object = None                     # where the objective's sums run (pipeline.objectives.engine)
+    optimum: np.ndarray | None = None         # the point f* was reached at (its curvature is measured)
+    curvature: dict = field(default_factory=dict)  # "start", "optimum" -> pipeline.curvature.Curvature
 
     @property
     def label(self) -> str:
@@ -136,7 +138,8 @@ def reference_for(prepared: Prepared, cfg: RunConfig, reference_passes: int = ra
     key = race.problem_key(tr.users, tr.items, tr.ratings, cfg.model.params(), prepared.x0,
                            prepared.engine.params(), reference_passes)
     cache_file = cache_folder(cfg.data.data_dir) / "reference" / f"{key}.json" if cfg.data.cache else None
-    return race.reference_optimum(prepared.objective, prepared.x0, cache_file, reference_passes)
+    ref, prepared.optimum = race.reference_and_point(prepared.objective, prepared.x0, cache_file, reference_passes)
+    return ref
 
 
 def prepare_race(prepared: list[Prepared], cfg: RunConfig, note: Callable[[str], None] | None = None
@@ -155,6 +158,7 @@ def prepare_race(prepared: list[Prepared], cfg: RunConfig, note: Callable[[str],
              f"{prep.reference.note()} in {time.perf_counter() - t0:.1f} s")
         for warning in prep.reference.warnings(float(prep.objective.loss(prep.x0))):
             note(f"warning: {warning}")
+    measure_curvature(prepared[0], note)
     costs = race.pass_costs(prepared[0].objective, prepared[0].x0)
     note(f"one operation costs, in loss+gradients ({1e3 * costs['seconds_loss_grad']:.2f} ms each; median "
          f"[quartiles]): {race.describe_costs(costs)}"
@@ -169,8 +173,39 @@ def baselines(prepared: Prepared, cfg: RunConfig) -> dict[str, dict]:
     return {name: evaluate.score_split(p, split, prepared.objective) for name, p in preds.items()}
 
 
+STATIONARY = 1e-5  # |g|/|g0| at or below this (the default gtol): a stationary point, for its kind
+
+
+def measure_curvature(prep: Prepared, note: Callable[[str], None]) -> None:
+    """The Hessian's extreme eigenvalues at the start and at the reference optimum (outside the
+    race's clock and budget; their passes said), into ``prep.curvature``."""
+    g0 = float(np.linalg.norm(prep.objective.loss_grad(prep.x0)[1]))
+    for label, x in (("start", prep.x0), ("optimum", prep.optimum)):
+        if x is None:
+            continue
+        t0 = time.perf_counter()
+        try:
+            c = prep.curvature[label] = curvature.measure(prep.objective, x)
+        except curvature.NotMeasured as exc:
+            note(f"curvature at the {label}: not measured ({exc})")
+            continue
+        note(f"curvature at the {'start' if label == 'start' else 'reference optimum'}: lambda_min {c.lambda_min:.3e}, "
+             f"lambda_max {c.lambda_max:.3e}" + (f", condition number {c.condition:.3g}" if c.lambda_min > 0 else "")
+             + f" ({c.describe(STATIONARY * g0)}; {c.passes} passes, {time.perf_counter() - t0:.1f} s, outside the race)")
+
+
 def end_note(prepared: Prepared, result: OptimizeResult) -> str:
-    return race.end_note(result, prepared.reference.f_star if prepared.reference else None)
+    """The table's note for ``result``; where it converged above f*, the kind of point it ended
+    at, measured (``pipeline.curvature``)."""
+    note = race.end_note(result, prepared.reference.f_star if prepared.reference else None)
+    if race.ABOVE_F_STAR in note and prepared.curvature:
+        g0 = float(np.linalg.norm(prepared.objective.loss_grad(prepared.x0)[1]))
+        try:
+            kind = curvature.measure(prepared.objective, result.x).describe(STATIONARY * g0)
+        except curvature.NotMeasured:
+            return note
+        note = note.replace(race.ABOVE_F_STAR, f"{race.ABOVE_F_STAR}: {kind}")
+    return note
 
 
 

@@ -94,7 +94,8 @@ def record_split(tracker, run_id: str, out, title: str, repeats: list | None = N
 def record_comparison(tracker, parent_id: str, out, repeated: bool) -> None:
     """The parent run's summary: compile time and pass costs, the winner by validation RMSE, and
     (one split) the split's cold counts and the reference optimum."""
-    tracker.log_metrics(parent_id, {"compile_seconds": out.compile_seconds, **out.pass_costs})
+    tracker.log_metrics(parent_id, {"compile_seconds": out.compile_seconds, **out.pass_costs,
+                                    **curvature_metrics(out.prepared.curvature)})
     best = out.best()
     if repeated:
         tracker.log_metrics(parent_id, out.metrics["_flat"])
@@ -108,6 +109,20 @@ def record_comparison(tracker, parent_id: str, out, repeated: bool) -> None:
         prep = out.prepared
         tracker.set_tags(parent_id, {**{k: str(v) for k, v in prep.split.cold_counts().items()},
                                      "reference_optimum": prep.reference.note()})
+
+
+def curvature_metrics(measured: dict) -> dict:
+    """``lambda_min_start``, ``lambda_max_optimum``, ``condition_optimum`` ... and what measuring
+    them cost (``curvature_passes``), from ``{"start": Curvature, "optimum": Curvature}``."""
+    flat = {}
+    for label, c in measured.items():
+        flat.update({f"lambda_min_{label}": c.lambda_min, f"lambda_max_{label}": c.lambda_max,
+                     f"lambda_min_error_{label}": c.error})
+        if c.lambda_min > 0:
+            flat[f"condition_{label}"] = c.condition
+    if measured:
+        flat["curvature_passes"] = sum(c.passes for c in measured.values())
+    return flat
 
 
 def description(out) -> str:

@@ -114,6 +114,29 @@ class SVDpp(PredictsRatings):
         Y = rng.normal(0.0, self.init_scale, (n, k)) * (self.item_counts > 0)[:, None]
         return np.concatenate([P.ravel(), Q.ravel(), Y.ravel(), np.zeros(m + n)])
 
+    def symmetry_directions(self, x: np.ndarray) -> np.ndarray:
+        """``(P A, Q A, Y A, 0, 0)`` for ``A = E_ab - E_ba``, ``a < b``: ``Z = P + S A Y`` turns with
+        ``P`` and ``Y`` (``Z R``), so ``Z Q^T`` and the penalty are unchanged by ``R`` orthogonal, as
+        for MF (``pipeline.curvature``)."""
+        P, Q, Y, b, c = self.unpack(x)
+        pairs = [(a, b_) for a in range(self.rank) for b_ in range(a + 1, self.rank)]
+        out = np.zeros((self.n_params, len(pairs)))
+        for j, (a, b_) in enumerate(pairs):
+            turned = []
+            for M in (P, Q, Y):
+                d = np.zeros_like(M)
+                d[:, b_], d[:, a] = M[:, a], -M[:, b_]
+                turned.append(d.ravel())
+            out[:, j] = np.concatenate(turned + [np.zeros(self.n_users + self.n_items)])
+        return out
+
+    def inactive_parameters(self) -> np.ndarray:
+        """True for the factors, implicit factors and biases of users and items without a training
+        rating (they start at zero and stay there)."""
+        cu, ci = self.user_counts == 0, self.item_counts == 0
+        k = self.rank
+        return np.concatenate([np.repeat(cu, k), np.repeat(ci, k), np.repeat(ci, k), cu, ci])
+
     def _times(self, M: sp.csr_matrix, X: np.ndarray) -> np.ndarray:
         """``M @ X`` for a sparse ``M``: compiled, one thread per row, each row summed in its stored
         order (the same bits on any number of threads), or scipy's on the numpy path."""
