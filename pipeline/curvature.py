@@ -143,18 +143,21 @@ TOL = 1e-4  # eigenpairs' relative residual |Hv - lambda v| / lambda_max, refine
 MIN_TOL = 1e-10  # sign of lambda_min is within its error bound
 
 
-def measure(objective, x: np.ndarray, tol: float = TOL, seed: int = 0, max_products: int = 20_000) -> Curvature:
+def measure(objective, x: np.ndarray, tol: float = TOL, seed: int = 0, max_products: int = 20_000,
+            lambda_max: float | None = None) -> Curvature:
     """The extreme eigenvalues of ``objective``'s Hessian at ``x`` on the complement of its
     symmetry (see the module docstring), to relative residual about ``tol``; ``NotMeasured`` when
-    an eigensolver does not converge within ``max_products``."""
+    an eigensolver does not converge within ``max_products``. With ``lambda_max`` given (a nearby
+    point's), only ``lambda_min`` is measured and ``lambda_max`` is that scale."""
     from scipy.sparse.linalg import ArpackError, ArpackNoConvergence
     try:
-        return _measure(objective, x, tol, seed, max_products)
+        return _measure(objective, x, tol, seed, max_products, lambda_max)
     except (ArpackNoConvergence, ArpackError, np.linalg.LinAlgError) as exc:
         raise NotMeasured(" ".join(str(exc).split())[:160]) from None
 
 
-def _measure(objective, x: np.ndarray, tol: float, seed: int, max_products: int) -> Curvature:
+def _measure(objective, x: np.ndarray, tol: float, seed: int, max_products: int,
+             known_max: float | None) -> Curvature:
     x = np.asarray(x, dtype=np.float64)
     n = len(x)
     inactive = inactive_mask(objective, n)
@@ -173,9 +176,12 @@ def _measure(objective, x: np.ndarray, tol: float, seed: int, max_products: int)
         residual_max = 0.0
     else:
         other += getattr(objective, "precondition_passes", 0) if offers(objective, "precondition") else 0
-        top, vec = eigsh(H.operator(), k=1, which="LA", v0=start, tol=tol, maxiter=max(20, max_products // 20))
-        lam_max = float(top[0])
-        residual_max = _residual(H, lam_max, vec[:, 0], lam_max)
+        if known_max is None:
+            top, vec = eigsh(H.operator(), k=1, which="LA", v0=start, tol=tol, maxiter=max(20, max_products // 20))
+            lam_max = float(top[0])
+            residual_max = _residual(H, lam_max, vec[:, 0], lam_max)
+        else:  # given (a nearby point's): the scale of the error bound, not measured again
+            lam_max, residual_max = float(known_max), float("nan")
         while True:  # refined while lambda_min is within its error bound of zero (its sign unknown)
             lam_min, low = _smallest(objective, x, H, U, lam_max, rng, tol, max_products)
             residual = _residual(H, lam_min, low, lam_max)

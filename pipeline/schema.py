@@ -4,7 +4,7 @@ report read them back: each name is spelled here once.
 
 Curves are logged at every iterate with **step = data passes** so far (the race's budget unit:
 the MLflow UI's charts then overlay the methods on the fair axis; passes rise strictly with every
-iterate of every method, tested), with the iteration number a curve of its own; a final metric
+iterate of every method, tested, so the j-th point is iteration j); a final metric
 that repeats a curve's last point (:data:`CURVE_ONLY`) is not logged again. ``rel_gap = (f -
 f*)/|f*|`` and its ``log10`` (:data:`LOG_GAP`: the UI draws linear axes, and the gap spans ten
 orders of magnitude) are curves when the problem's reference optimum ``f*`` is known.
@@ -31,8 +31,7 @@ TARGET_KEYS = tuple(target_label(t) for t in TARGETS) + ("val",)  # "val": the v
 # curve name -> the IterationRecord field it follows; the step is the record's data_passes
 # (n_fun, n_grad, n_hessp and grad_norm are final metrics only: the step and rel_grad_norm carry
 # the same story, and each curve point costs about 0.15 ms to store in SQLite)
-CURVES = {"train_loss": "loss", "rel_grad_norm": "rel_grad_norm", "val_rmse": "val_rmse", "seconds": "seconds",
-          "iteration": "iteration"}
+CURVES = {"train_loss": "loss", "rel_grad_norm": "rel_grad_norm", "val_rmse": "val_rmse", "seconds": "seconds"}
 GAP = "rel_gap"
 LOG_GAP = "log10_rel_gap"
 BEST_VAL = "best_val_rmse"  # the lowest validation RMSE on a method's curve: its plateau
@@ -73,10 +72,10 @@ def final_metrics(result: OptimizeResult) -> dict[str, float]:
 
 
 def history_from_curves(curves: dict[str, list[tuple[int, float]]]) -> list[IterationRecord]:
-    """The iterates back from logged curves, keyed by their step (data passes); fields with no
-    curve: NaN or 0, the iteration its position where no ``iteration`` curve was logged."""
+    """The iterates back from logged curves, keyed by their step (data passes, strictly rising, so
+    the j-th point is iteration j); fields with no curve: NaN or 0."""
     value = {k: dict(v) for k, v in curves.items()}
     get = lambda key, step, default: value.get(key, {}).get(step, default)
-    return [IterationRecord(int(get("iteration", step, j)), loss, np.nan, get("rel_grad_norm", step, np.nan),
+    return [IterationRecord(j, loss, np.nan, get("rel_grad_norm", step, np.nan),
                             get("seconds", step, 0.0), 0, 0, 0, get("val_rmse", step, np.nan), int(step))
             for j, (step, loss) in enumerate(sorted(value.get("train_loss", {}).items()))]

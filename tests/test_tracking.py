@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline import experiment
+from pipeline import experiment, schema
 from pipeline.config import DataConfig, ModelConfig, RunConfig
 from pipeline.optim import StoppingRule
 from pipeline.tracking import MlflowTracker
@@ -50,8 +50,7 @@ def test_params_metrics_and_curves(comparison):
     assert all(b > a for a, b in zip(steps, steps[1:])) and len(set(steps)) == len(res.history)
     values = [h.value for h in sorted(history, key=lambda h: h.step)]
     assert values == pytest.approx([r.loss for r in res.history])
-    iters = sorted((h.step, h.value) for h in tracker.client.get_metric_history(run.info.run_id, "iteration"))
-    assert [v for _, v in iters] == [r.iteration for r in res.history]
+    assert [r.iteration for r in res.history] == list(range(len(res.history)))  # the j-th point is iteration j
     log_gap = tracker.client.get_metric_history(run.info.run_id, "log10_rel_gap")
     f_star = out.prepared.reference.f_star
     assert {h.step: h.value for h in log_gap} == pytest.approx(
@@ -168,7 +167,7 @@ def test_a_run_whose_final_write_fails_is_failed_and_keeps_its_points(tracking_u
             tracker.client.log_batch = full_disk
     tracker.client.log_batch = real
     assert tracker.run_info(rid).info.status == "FAILED"
-    assert len(tracker._buffer[rid]) == 5 * 5  # every point (5 curves, no f*) still there for a later flush
+    assert len(tracker._buffer[rid]) == 5 * len(schema.CURVES)  # every point (every curve, no f*) still there to flush
     tracker.flush(rid)
     assert len(tracker.client.get_metric_history(rid, "train_loss")) == 5
 

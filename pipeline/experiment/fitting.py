@@ -201,7 +201,8 @@ def end_note(prepared: Prepared, result: OptimizeResult) -> str:
     if race.ABOVE_F_STAR in note and prepared.curvature:
         g0 = float(np.linalg.norm(prepared.objective.loss_grad(prepared.x0)[1]))
         try:
-            kind = curvature.measure(prepared.objective, result.x).describe(STATIONARY * g0)
+            scale = prepared.curvature.get("optimum", prepared.curvature.get("start"))
+            kind = curvature.measure(prepared.objective, result.x, lambda_max=scale.lambda_max).describe(STATIONARY * g0)
         except curvature.NotMeasured:
             return note
         note = note.replace(race.ABOVE_F_STAR, f"{race.ABOVE_F_STAR}: {kind}")
