@@ -73,6 +73,14 @@ def main() -> int:
     base = ["--dataset", str(data), "--data-dir", str(work / "d"), "-q", "--no-models"]
     cases = []
 
+    def long_fit(uri: str, db: Path) -> subprocess.Popen:
+        """A comparison of gd that runs until stopped (120 s at most), once its fit is RUNNING."""
+        proc = subprocess.Popen(RECSYS + ["compare", "--tracking-uri", uri, "--optimizers", "gd", "--gtol", "0",
+                                          "--max-passes", "100000000", "--max-seconds", "120"] + base,
+                                cwd=work, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_running(db)
+        return proc
+
     def case(name):
         def register(fn):
             cases.append((name, fn))
@@ -213,10 +221,7 @@ def main() -> int:
         @case(f"{sig.name} during a fit")
         def _(sig=sig):
             db = work / f"{sig.name}.db"
-            proc = subprocess.Popen(RECSYS + ["compare", "--tracking-uri", f"sqlite:///{db}", "--optimizers", "gd",
-                                              "--gtol", "0", "--max-passes", "100000000", "--max-seconds", "120"] + base,
-                                    cwd=work, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-            wait_running(db)
+            proc = long_fit(f"sqlite:///{db}", db)
             time.sleep(4)  # a flush or two of curve points
             proc.send_signal(sig)
             proc.communicate(timeout=60)
@@ -230,10 +235,7 @@ def main() -> int:
     def _():
         db = work / "kill.db"
         uri = f"sqlite:///{db}"
-        proc = subprocess.Popen(RECSYS + ["compare", "--tracking-uri", uri, "--optimizers", "gd", "--gtol", "0",
-                                          "--max-passes", "100000000", "--max-seconds", "120"] + base,
-                                cwd=work, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_running(db)
+        proc = long_fit(uri, db)
         proc.kill()
         proc.wait()
         p, _ = run(["runs", "repair", "--tracking-uri", uri], work)
@@ -314,10 +316,7 @@ def main() -> int:
     def _():
         db = work / "live.db"
         uri = f"sqlite:///{db}"
-        proc = subprocess.Popen(RECSYS + ["compare", "--tracking-uri", uri, "--optimizers", "gd", "--gtol", "0",
-                                          "--max-passes", "100000000", "--max-seconds", "120"] + base,
-                                cwd=work, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_running(db)
+        proc = long_fit(uri, db)
         with sqlite3.connect(db) as con:
             [live] = con.execute("select run_uuid from runs where name = 'compare-gd'").fetchone()
         p, _ = run(["report", "--run-id", live, "--tracking-uri", uri], work)
