@@ -34,6 +34,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.sparse.linalg import LinearOperator, eigsh, lobpcg
 
+from pipeline import limits
 from pipeline.objectives.base import offers
 
 
@@ -89,6 +90,14 @@ class Curvature:
         if self.lambda_min < -self.error:
             return f"saddle point: lambda_min = {self.lambda_min:.2e}"
         return "undetermined"
+
+
+def _symmetry_count(objective) -> int:
+    """How many symmetry directions the objective declares (k(k-1)/2 for a rank-k factorization)."""
+    if not offers(objective, "symmetry_directions"):
+        return 0
+    k = int(getattr(objective, "rank", 0))
+    return k * (k - 1) // 2
 
 
 def symmetry_basis(objective, x: np.ndarray) -> np.ndarray:
@@ -160,6 +169,10 @@ def _measure(objective, x: np.ndarray, tol: float, seed: int, max_products: int,
              known_max: float | None) -> Curvature:
     x = np.asarray(x, dtype=np.float64)
     n = len(x)
+    need = 3 * 8 * n * _symmetry_count(objective)  # the directions, their QR, the projections' workspace
+    if need > limits.memory_limit() // 8:
+        raise NotMeasured(f"the symmetry's basis would take {need / 2**30:.1f} GiB, more than an eighth of the memory "
+                          "this process may use")
     inactive = inactive_mask(objective, n)
     U = symmetry_basis(objective, x)
     if inactive.any() and U.shape[1]:  # the symmetry within the active coordinates (it is zero off them)

@@ -165,3 +165,13 @@ def test_svdpp_declares_its_rotation_symmetry_and_it_is_a_null_space_at_its_opti
     c = curvature.measure(obj, x, tol=1e-10)
     w = complement_eigenvalues(H, np.hstack([U, np.eye(obj.n_params)[:, curvature.inactive_mask(obj, obj.n_params)]]))
     assert abs(c.lambda_min - w[0]) <= 1e-8 * w[-1] and abs(c.lambda_max - w[-1]) <= 1e-8 * w[-1]
+
+
+def test_a_symmetry_basis_too_big_for_memory_is_not_measured_rather_than_allocated(small, monkeypatch):
+    """ML-25M at rank 10: 2.4M parameters x 45 directions would be gigabytes; the comparison goes
+    on without the figure."""
+    monkeypatch.setattr("pipeline.limits.memory_limit", lambda: 8 * 3 * 8 * small.n_params * 3 - 1)
+    with pytest.raises(curvature.NotMeasured, match="the symmetry's basis would take"):
+        curvature.measure(small, small.init(np.random.default_rng(0)))
+    monkeypatch.setattr("pipeline.limits.memory_limit", lambda: 8 * 3 * 8 * small.n_params * 3)
+    curvature.measure(small, small.init(np.random.default_rng(0)))
