@@ -185,7 +185,8 @@ def measure_curvature(prep: Prepared, note: Callable[[str], None]) -> None:
             continue
         t0 = time.perf_counter()
         try:
-            c = prep.curvature[label] = curvature.measure(prep.objective, x)
+            c = prep.curvature[label] = curvature.measure(
+                prep.objective, x, tol=curvature.START_TOL if label == "start" else curvature.TOL)
         except curvature.NotMeasured as exc:
             note(f"curvature at the {label}: not measured ({exc})")
             continue
