@@ -21,7 +21,7 @@ from pipeline.data import DataError, Ratings, Split, cache_folder, filter_min_co
 from pipeline.objectives import LocalEngine, build_objective, model_spec, offers
 from pipeline.objectives.base import Objective
 from pipeline.objectives.check import check_derivatives
-from pipeline.optim import OptimizeResult, minimize
+from pipeline.optim import OptimizeResult, StoppingRule, minimize
 from pipeline.optim.base import Listener
 from pipeline.recommender import Recommender
 
@@ -173,7 +173,7 @@ def baselines(prepared: Prepared, cfg: RunConfig) -> dict[str, dict]:
     return {name: evaluate.score_split(p, split, prepared.objective) for name, p in preds.items()}
 
 
-STATIONARY = 1e-5  # |g|/|g0| at or below this (the default gtol): a stationary point, for its kind
+STATIONARY = StoppingRule().gtol  # |g|/|g0| at or below this (the default gtol): a stationary point, for its kind
 
 
 def measure_curvature(prep: Prepared, note: Callable[[str], None]) -> None:

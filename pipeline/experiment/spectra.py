@@ -11,9 +11,7 @@ import numpy as np
 from pipeline import curvature, race
 from pipeline.config import RunConfig
 from pipeline.data import Ratings
-from pipeline.experiment.fitting import prepare, warm_up
-
-STATIONARY = 1e-6  # |g|/|g0| at or below this: a stationary point, for the kind of point
+from pipeline.experiment.fitting import STATIONARY, prepare, warm_up
 
 
 @dataclass
