@@ -179,7 +179,7 @@ STATIONARY = StoppingRule().gtol  # |g|/|g0| at or below this (the default gtol)
 def measure_curvature(prep: Prepared, note: Callable[[str], None]) -> None:
     """The Hessian's extreme eigenvalues at the start and at the reference optimum (outside the
     race's clock and budget; their passes said), into ``prep.curvature``."""
-    g0 = float(np.linalg.norm(prep.objective.loss_grad(prep.x0)[1]))
+    g0 = None  # |g(x0)|: the start's measurement computes it
     for label, x in (("start", prep.x0), ("optimum", prep.optimum)):
         if x is None:
             continue
@@ -190,6 +190,8 @@ def measure_curvature(prep: Prepared, note: Callable[[str], None]) -> None:
         except curvature.NotMeasured as exc:
             note(f"curvature at the {label}: not measured ({exc})")
             continue
+        if g0 is None:
+            g0 = c.grad_norm if label == "start" else float(np.linalg.norm(prep.objective.loss_grad(prep.x0)[1]))
         note(f"curvature at the {'start' if label == 'start' else 'reference optimum'}: lambda_min {c.lambda_min:.3e}, "
              f"lambda_max {c.lambda_max:.3e}" + (f", condition number {c.condition:.3g}" if c.lambda_min > 0 else "")
              + f" ({c.describe(STATIONARY * g0)}; {c.passes} passes, {time.perf_counter() - t0:.1f} s, outside the race)")
@@ -200,7 +202,7 @@ def end_note(prepared: Prepared, result: OptimizeResult) -> str:
     at, measured (``pipeline.curvature``)."""
     note = race.end_note(result, prepared.reference.f_star if prepared.reference else None)
     if race.ABOVE_F_STAR in note and prepared.curvature:
-        g0 = float(np.linalg.norm(prepared.objective.loss_grad(prepared.x0)[1]))
+        g0 = result.history[0].grad_norm  # the fit's own gradient at x0
         try:
             scale = prepared.curvature.get("optimum", prepared.curvature.get("start"))
             kind = curvature.measure(prepared.objective, result.x, lambda_max=scale.lambda_max).describe(STATIONARY * g0)
@@ -208,8 +210,6 @@ def end_note(prepared: Prepared, result: OptimizeResult) -> str:
             return note
         note = note.replace(race.ABOVE_F_STAR, f"{race.ABOVE_F_STAR}: {kind}")
     return note
-
-
 
 
 class MethodFailed(Exception):
