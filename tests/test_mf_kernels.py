@@ -203,8 +203,63 @@ def test_choose_threads_keeps_the_faster_and_leaves_it_set():
 
 
 # -- a damaged on-disk cache (issue 22, class 5) ------------------------------------------------------
+class _FakeKernel:
+    """What ``with_sound_cache`` reads of a numba dispatcher: its cache folder and its module."""
+    def __init__(self, folder):
+        self._cache = type("Cache", (), {"_cache_path": str(folder)})()
+        self.py_func = type("F", (), {"__module__": "pipeline.objectives.mf_kernels"})()
+
+
+@pytest.mark.parametrize("raised", [__import__("pickle").UnpicklingError("bad"), EOFError(),
+                                    ValueError("unsupported pickle protocol: 201"), KeyError("x"),
+                                    ImportError("no module"), AttributeError("x"), IndexError()])
+def test_whatever_a_damaged_entry_raises_the_entries_go_and_the_kernels_compile_again(tmp_path, raised):
+    """A garbled pickle can raise almost anything (CI met ``ValueError: unsupported pickle protocol``
+    from random bytes where the code listed two types): any failure with entries present deletes
+    this module's entries, not another's, and runs again once."""
+    for name in ("mf_kernels.loss_grad-12.py311.nbi", "mf_kernels.loss_grad-12.py311.1.nbc",
+                 "mf_sums.total-3.py311.nbi"):
+        (tmp_path / name).write_bytes(b"entry")
+    calls = []
+
+    def run_kernels():
+        calls.append(sorted(p.name for p in tmp_path.iterdir()))
+        if len(calls) == 1:
+            raise raised
+    K.with_sound_cache(_FakeKernel(tmp_path), run_kernels)
+    assert len(calls) == 2 and calls[1] == ["mf_sums.total-3.py311.nbi"]
+
+
+def test_a_failure_without_cache_entries_is_raised_not_retried(tmp_path):
+    calls = []
+
+    def run_kernels():
+        calls.append(1)
+        raise ValueError("a kernel that does not compile")
+    with pytest.raises(ValueError, match="does not compile"):
+        K.with_sound_cache(_FakeKernel(tmp_path), run_kernels)
+    assert calls == [1]
+
+
+def test_an_error_that_is_not_the_caches_is_raised_by_the_second_attempt(tmp_path):
+    (tmp_path / "mf_kernels.loss_grad-1.py311.nbi").write_bytes(b"entry")
+    calls = []
+
+    def run_kernels():
+        calls.append(1)
+        raise TypeError(f"attempt {len(calls)}")
+    with pytest.raises(TypeError, match="attempt 2"):
+        K.with_sound_cache(_FakeKernel(tmp_path), run_kernels)
+    assert not list(tmp_path.iterdir())
+
+
+def _damaged(damage: str, entry: bytes) -> bytes:
+    """Fixed damages (never ``os.urandom``: which exception random bytes raise is a draw)."""
+    return {"empty": b"", "protocol": b"\x80\xc9" + entry[2:]}[damage]  # "unsupported pickle protocol: 201"
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("damage", ["garbled", "empty"])
+@pytest.mark.parametrize("damage", ["protocol", "empty"])  # each case compiles twice (80 s); the types: above
 def test_a_damaged_kernel_cache_is_rebuilt_not_a_traceback(tmp_path, damage):
     """A truncated or garbled .nbi gave a 67-line UnpicklingError on every fit, an empty one click's
     bare "Aborted!", until deleted by hand. In a private NUMBA_CACHE_DIR: fill it, damage an entry,
@@ -218,7 +273,7 @@ def test_a_damaged_kernel_cache_is_rebuilt_not_a_traceback(tmp_path, damage):
     first = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert first.returncode == 0, first.stderr[-1500:]
     [index] = list((tmp_path / "nc").rglob("mf_kernels.loss_grad-*.nbi"))
-    index.write_bytes(b"" if damage == "empty" else os.urandom(100))
+    index.write_bytes(_damaged(damage, index.read_bytes()))
     again = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0 and "Traceback" not in again.stderr, again.stderr[-1500:]
     assert first.stdout.splitlines()[-1] == again.stdout.splitlines()[-1]

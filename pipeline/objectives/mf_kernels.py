@@ -81,22 +81,27 @@ def prefetch(typingctx, arr, i, f):
 
 
 # -- numba's on-disk cache, never trusted blindly ---------------------------------------------------
-CACHE_ERRORS = (__import__("pickle").UnpicklingError, EOFError)  # what a truncated or garbled entry raises
-
-
 def with_sound_cache(kernel, run_kernels) -> None:
-    """``run_kernels()`` (which compiles or loads the kernels of ``kernel``'s module); if a cache
-    entry of that module is damaged (a truncated or garbled ``.nbi``/``.nbc`` made every fit fail
-    with an ``UnpicklingError`` traceback, an empty index with click's bare "Aborted!"), the
-    module's entries are deleted from numba's cache folder (``__pycache__``, or under
-    ``NUMBA_CACHE_DIR``) and the kernels compiled again, once."""
+    """``run_kernels()`` (which compiles or loads the kernels of ``kernel``'s module); if that
+    fails while the module has entries in numba's cache folder (``__pycache__``, or under
+    ``NUMBA_CACHE_DIR``), the entries are deleted and the kernels compiled again, once.
+
+    Why any exception: a damaged entry is a pickle, and a truncated or garbled pickle can raise
+    almost anything (``UnpicklingError``, ``EOFError``, ``ValueError: unsupported pickle protocol``,
+    ``KeyError``, ``ImportError``... an empty index gave click's bare "Aborted!"), so no list of
+    types holds. Nothing is lost by the retry: with the entries gone the kernels are compiled from
+    source, and an error that is not the cache's (a kernel that does not compile) is raised by
+    that second attempt, as it would be without a cache."""
     try:
         run_kernels()
-    except CACHE_ERRORS:
+    except Exception:
         from pathlib import Path
         folder = Path(kernel._cache._cache_path)
         stem = kernel.py_func.__module__.rsplit(".", 1)[-1]
-        for entry in folder.glob(f"{stem}.*.nb[ic]"):
+        entries = list(folder.glob(f"{stem}.*.nb[ic]"))
+        if not entries:
+            raise
+        for entry in entries:
             entry.unlink(missing_ok=True)
         run_kernels()
 
