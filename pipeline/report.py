@@ -147,6 +147,61 @@ def figures(repeats: list[dict[str, OptimizeResult]], folder: str | Path, title:
     return out
 
 
+# -- the Hessian's eigenvalue densities ------------------------------------------------------------
+SHARES = {"negative": 0.0, "below_1pct": 0.01}  # metric suffix -> eigenvalue bound as a share of lambda_max
+
+
+def spectrum_shares(nodes, weights, lambda_max: float, label: str) -> dict:
+    """The share of eigenvalues below 0 and below ``lambda_max / 100`` from a density's nodes and
+    weights (``eigenvalues_negative_share_start``, ``eigenvalues_below_1pct_share_optimum``...)."""
+    nodes, weights = np.asarray(nodes, float), np.asarray(weights, float)
+    return {f"eigenvalues_{key}_share_{label}": float(weights[nodes <= bound * lambda_max].sum())
+            for key, bound in SHARES.items()}
+
+
+SPECTRUM_LABELS = {"start": "H at the start x0", "optimum": "H at the reference optimum",
+                   "preconditioned": "M^-1 H at the reference optimum (newton-pcg's CG)"}
+
+
+def spectrum_figure(frame: pd.DataFrame, path: str | Path) -> Path:
+    """``spectrum.png``: the cumulative share of eigenvalues (stochastic Lanczos quadrature, on the
+    complement of the symmetry) below each value; left the start on a linear axis (its negative
+    part visible), right the optimum's H and M^-1 H against eigenvalue / lambda_max on a log axis
+    (how many decades each spans: what sets gradient descent's and CG's rates)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), constrained_layout=True)
+    for label, part in frame.groupby("point", sort=False):
+        order = np.argsort(part["eigenvalue"].to_numpy())
+        nodes = part["eigenvalue"].to_numpy()[order]
+        share = np.cumsum(part["weight"].to_numpy()[order])
+        name = SPECTRUM_LABELS.get(label, label)
+        if label == "start":
+            axes[0].step(nodes, share, where="post", label=name, lw=1.6)
+        else:
+            top = nodes.max()
+            keep = nodes > 0
+            axes[1].step(nodes[keep] / top, share[keep], where="post", label=name, lw=1.6)
+    axes[0].axvline(0.0, color="grey", lw=0.8, ls=":")
+    axes[0].set_xlabel("eigenvalue")
+    axes[1].set_xscale("log")
+    axes[1].set_xlabel("eigenvalue / largest eigenvalue")
+    for ax in axes:
+        ax.set_ylabel("share of eigenvalues at or below")
+        ax.set_ylim(-0.02, 1.02)
+        ax.grid(True, which="both", alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8, loc="lower right")
+    fig.suptitle("The Hessian's eigenvalues (stochastic Lanczos quadrature, rotation symmetry deflated)")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def profile_figures(profiles: dict[str, pd.DataFrame], folder: str | Path, n_problems: int) -> list[Path]:
     """``performance_profile_passes.png`` and ``performance_profile_seconds.png``: for each target a
     panel of Dolan-More profiles, rho_s(tau) = share of problems that method s solves within tau

@@ -175,3 +175,90 @@ def test_a_symmetry_basis_too_big_for_memory_is_not_measured_rather_than_allocat
         curvature.measure(small, small.init(np.random.default_rng(0)))
     monkeypatch.setattr("pipeline.limits.memory_limit", lambda: 8 * 3 * 8 * small.n_params * 3)
     curvature.measure(small, small.init(np.random.default_rng(0)))
+
+
+# -- the eigenvalue density (stochastic Lanczos quadrature) and the preconditioned Hessian ----------
+class _Diagonal:
+    """A model with a known spectrum: ``H = diag(d)`` everywhere, no symmetry declared."""
+    def __init__(self, d):
+        self.d, self.n_params = np.asarray(d, float), len(d)
+
+    def hessp(self, x, v):
+        return self.d * v
+
+    def loss_grad(self, x):
+        return 0.5 * float(x @ (self.d * x)), self.d * x
+
+
+def test_the_density_of_a_known_spectrum_and_its_extremes():
+    """Eigenvalues spread over four decades (2,000 of them): the share below each decade's bound
+    matches the exact share within four of its standard deviations plus one node's weight; the
+    extreme Ritz values lie inside the spectrum, each within its residual of an eigenvalue."""
+    d = np.logspace(-4, 0, 2000)
+    s = curvature.spectral_density(_Diagonal(d), np.zeros(len(d)))
+    assert s.dim == 2000 and s.n_hessp == curvature.STEPS and s.weights.sum() == pytest.approx(1.0)
+    for bound in (1e-3, 1e-2, 1e-1):
+        p = float(np.mean(d <= bound))
+        assert abs(s.share_below(bound) - p) <= 4 * np.sqrt(2 * p * (1 - p) / len(d)) + 1 / curvature.STEPS
+    (low, low_res), (top, top_res) = s.lowest, s.highest
+    assert d[0] <= low and top <= d[-1]
+    assert np.abs(d - low).min() <= low_res + 1e-15 and np.abs(d - top).min() <= top_res + 1e-15
+    assert top_res <= 1e-3 * d[-1] and low_res > 1e-3 * d[0]  # the top converges first, the bottom far from it
+
+
+def test_the_quadrature_is_exact_where_the_krylov_space_closes(small):
+    """As many steps as free directions: the nodes are the eigenvalues of H on the complement (the
+    dense Hessian's), the extremes exact."""
+    x = converged(small)
+    w = complement_eigenvalues(dense_hessian(small, x), curvature.symmetry_basis(small, x))
+    s = curvature.spectral_density(small, x, steps=len(w) + 5)
+    assert s.dim == len(w)
+    scale = abs(w).max()
+    heavy = s.nodes[s.weights > 1e-12]
+    assert all(np.abs(w - t).min() <= 1e-9 * scale for t in heavy)
+    assert abs(s.lowest[0] - w[0]) <= 1e-9 * scale and abs(s.highest[0] - w[-1]) <= 1e-9 * scale
+    c, _ = curvature.measure_with_density(small, x)
+    assert abs(c.lambda_min - w[0]) <= 1e-8 * scale and abs(c.lambda_max - w[-1]) <= 1e-8 * scale
+
+
+@pytest.mark.parametrize("where", ["start", "optimum"])
+def test_measure_with_density_agrees_with_measure_on_the_iterative_path(where):
+    from pipeline.data import Ratings
+    base = tiny_ratings(n_users=20, n_items=15)
+    obj = BiasedMF(Ratings(**{**base.__dict__, "user_ids": np.arange(21), "item_ids": np.arange(16)}), rank=3,
+                   reg=0.1, reg_bias=0.05)
+    x = converged(obj, seed=1) if where == "optimum" else obj.init(np.random.default_rng(1))
+    both, s = curvature.measure_with_density(obj, x, tol=1e-10)
+    alone = curvature.measure(obj, x, tol=1e-10)
+    scale = alone.lambda_max
+    assert abs(both.lambda_min - alone.lambda_min) <= 1e-8 * scale and abs(both.lambda_max - scale) <= 1e-8 * scale
+    assert both.n_hessp >= s.n_hessp and both.inactive == alone.inactive and both.symmetry_dim == alone.symmetry_dim
+
+
+def test_the_preconditioner_factor_gives_the_preconditioner(small):
+    x = small.init(np.random.default_rng(3))
+    C, Ct, C_inv = small.precondition_factor(x)
+    v = np.random.default_rng(5).normal(size=small.n_params)
+    M_inv = small.precondition(x)
+    assert np.allclose(C(Ct(v)), M_inv(v), rtol=1e-12, atol=1e-14)
+    assert np.allclose(C_inv(C(v)), v, rtol=1e-12, atol=1e-14)
+
+
+def test_the_preconditioned_spectrum_is_m_inverse_h_on_the_symmetrys_complement(small):
+    """The eigenvalues of C^T H C on the complement of C^-1 U are the generalized eigenvalues of
+    (H, M) off the symmetry: checked against the dense C^T H C; lambda_max is 2 there (the block
+    Jacobi split of a two-block matrix pairs each eigenvalue 1 - s with 1 + s, the symmetry's zeros
+    with 2s)."""
+    x = converged(small)
+    c, s = curvature.preconditioned(small, x, tol=1e-10)
+    view = curvature.Preconditioned(small, x)
+    n = small.n_params
+    B = np.column_stack([view.hessp(x, e) for e in np.eye(n)])
+    W = curvature.symmetry_basis(view, x)
+    w = complement_eigenvalues((B + B.T) / 2, W)
+    assert W.shape[1] == 3 and abs(c.lambda_min - w[0]) <= 1e-8 * w[-1] and abs(c.lambda_max - w[-1]) <= 1e-8 * w[-1]
+    Minv = np.column_stack([small.precondition(x)(e) for e in np.eye(n)])
+    general = np.sort(np.linalg.eigvals(Minv @ dense_hessian(small, x)).real)
+    assert np.abs(general - np.sort(np.linalg.eigvalsh((B + B.T) / 2))).max() <= 1e-8 * general.max()
+    assert c.lambda_max == pytest.approx(2.0, abs=1e-8) and c.condition == pytest.approx(w[-1] / w[0])
+    assert c.other_passes >= small.precondition_passes and s.dim == len(w)

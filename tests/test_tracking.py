@@ -272,4 +272,12 @@ def test_the_curvature_at_the_start_and_at_the_optimum_is_on_the_parent(comparis
     start, opt = out.prepared.curvature["start"], out.prepared.curvature["optimum"]
     assert m["lambda_min_start"] == start.lambda_min < 0 < m["lambda_min_optimum"] == opt.lambda_min
     assert m["condition_optimum"] == pytest.approx(opt.lambda_max / opt.lambda_min)
-    assert "condition_start" not in m and m["curvature_passes"] == start.passes + opt.passes
+    pre = out.prepared.curvature["preconditioned"]
+    assert "condition_start" not in m and m["curvature_passes"] == start.passes + opt.passes + pre.passes
+    assert m["condition_preconditioned"] == pytest.approx(pre.condition) and pre.condition < m["condition_optimum"]
+    spectra = out.prepared.spectra
+    assert m["eigenvalues_negative_share_start"] == spectra["start"].share_below(0.0) > 0
+    assert m["eigenvalues_negative_share_optimum"] == 0
+    assert m["eigenvalues_below_1pct_share_optimum"] == spectra["optimum"].share_below(0.01 * opt.lambda_max)
+    files = {a.path for a in tracker.client.list_artifacts(out.parent_run_id)}
+    assert {"spectrum.png", "spectrum.csv"} <= files

@@ -36,7 +36,8 @@ class Prepared:
     reference: race.Reference | None = None  # f* of this problem from x0 (set before the race)
     engine: object = None                     # where the objective's sums run (pipeline.objectives.engine)
     optimum: np.ndarray | None = None         # the point f* was reached at (its curvature is measured)
-    curvature: dict = field(default_factory=dict)  # "start", "optimum" -> pipeline.curvature.Curvature
+    curvature: dict = field(default_factory=dict)  # "start", "optimum", "preconditioned" -> curvature.Curvature
+    spectra: dict = field(default_factory=dict)    # the same labels -> curvature.Spectrum (eigenvalue densities)
 
     @property
     def label(self) -> str:
@@ -177,24 +178,39 @@ STATIONARY = StoppingRule().gtol  # |g|/|g0| at or below this (the default gtol)
 
 
 def measure_curvature(prep: Prepared, note: Callable[[str], None]) -> None:
-    """The Hessian's extreme eigenvalues at the start and at the reference optimum (outside the
-    race's clock and budget; their passes said), into ``prep.curvature``."""
+    """The Hessian's extreme eigenvalues and eigenvalue density at the start and at the reference
+    optimum, and the preconditioned Hessian's (``C^T H C``, what newton-pcg's CG meets) at the
+    optimum, into ``prep.curvature`` and ``prep.spectra``; outside the race's clock and budget,
+    their passes said. A figure that cannot be measured is said and left out."""
     g0 = None  # |g(x0)|: the start's measurement computes it
-    for label, x in (("start", prep.x0), ("optimum", prep.optimum)):
+    points = [("start", prep.x0), ("optimum", prep.optimum)]
+    if prep.optimum is not None and offers(prep.objective, "precondition_factor"):
+        points.append(("preconditioned", prep.optimum))
+    for label, x in points:
         if x is None:
             continue
         t0 = time.perf_counter()
+        tol = curvature.START_TOL if label == "start" else curvature.TOL
         try:
-            c = prep.curvature[label] = curvature.measure(
-                prep.objective, x, tol=curvature.START_TOL if label == "start" else curvature.TOL)
+            if label == "preconditioned":
+                c, spectrum = curvature.preconditioned(prep.objective, x, tol=tol)
+            else:
+                c, spectrum = curvature.measure_with_density(prep.objective, x, tol=tol)
         except curvature.NotMeasured as exc:
-            note(f"curvature at the {label}: not measured ({exc})")
+            note(f"curvature {_WHERE[label]}: not measured ({exc})")
             continue
+        prep.curvature[label], prep.spectra[label] = c, spectrum
         if g0 is None:
             g0 = c.grad_norm if label == "start" else float(np.linalg.norm(prep.objective.loss_grad(prep.x0)[1]))
-        note(f"curvature at the {'start' if label == 'start' else 'reference optimum'}: lambda_min {c.lambda_min:.3e}, "
-             f"lambda_max {c.lambda_max:.3e}" + (f", condition number {c.condition:.3g}" if c.lambda_min > 0 else "")
-             + f" ({c.describe(STATIONARY * g0)}; {c.passes} passes, {time.perf_counter() - t0:.1f} s, outside the race)")
+        kind = "" if label == "preconditioned" else f"{c.describe(STATIONARY * g0)}; "
+        note(f"curvature {_WHERE[label]}: lambda_min {c.lambda_min:.3e}, lambda_max {c.lambda_max:.3e}"
+             + (f", condition number {c.condition:.3g}" if c.lambda_min > 0 else "")
+             + f" ({kind}{c.passes} passes with its eigenvalue density, "
+             f"{time.perf_counter() - t0:.1f} s, outside the race)")
+
+
+_WHERE = {"start": "at the start", "optimum": "at the reference optimum",
+          "preconditioned": "of the preconditioned Hessian (M^-1 H) at the reference optimum"}
 
 
 def end_note(prepared: Prepared, result: OptimizeResult) -> str:

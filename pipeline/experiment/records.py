@@ -94,8 +94,13 @@ def record_split(tracker, run_id: str, out, title: str, repeats: list | None = N
 def record_comparison(tracker, parent_id: str, out, repeated: bool) -> None:
     """The parent run's summary: compile time and pass costs, the winner by validation RMSE, and
     (one split) the split's cold counts and the reference optimum."""
+    prep = out.prepared
     tracker.log_metrics(parent_id, {"compile_seconds": out.compile_seconds, **out.pass_costs,
-                                    **curvature_metrics(out.prepared.curvature)})
+                                    **curvature_metrics(prep.curvature, prep.spectra)})
+    if prep.spectra:
+        frame = spectra_frame(prep.spectra)
+        log_files(tracker, parent_id, {"spectrum.csv": frame},
+                  lambda folder: [report.spectrum_figure(frame, folder / "spectrum.png")])
     best = out.best()
     if repeated:
         tracker.log_metrics(parent_id, out.metrics["_flat"])
@@ -106,23 +111,33 @@ def record_comparison(tracker, parent_id: str, out, repeated: bool) -> None:
         tracker.set_tags(parent_id, {"best_optimizer": best})
     tracker.set_tags(parent_id, {"mlflow.note.content": description(out)})
     if not repeated:
-        prep = out.prepared
         tracker.set_tags(parent_id, {**{k: str(v) for k, v in prep.split.cold_counts().items()},
                                      "reference_optimum": prep.reference.note()})
 
 
-def curvature_metrics(measured: dict) -> dict:
-    """``lambda_min_start``, ``lambda_max_optimum``, ``condition_optimum`` ... and what measuring
-    them cost (``curvature_passes``), from ``{"start": Curvature, "optimum": Curvature}``."""
-    flat = {}
+def curvature_metrics(measured: dict, spectra: dict | None = None) -> dict:
+    """``lambda_min_start``, ``lambda_max_optimum``, ``condition_preconditioned`` ..., the shares
+    of the eigenvalue densities (:data:`report.SHARES`) and what measuring them all cost
+    (``curvature_passes``), from ``{"start": Curvature, ...}`` and ``{"start": Spectrum, ...}``."""
+    flat, spectra = {}, spectra or {}
     for label, c in measured.items():
         flat.update({f"lambda_min_{label}": c.lambda_min, f"lambda_max_{label}": c.lambda_max,
                      f"lambda_min_error_{label}": c.error})
         if c.lambda_min > 0:
             flat[f"condition_{label}"] = c.condition
+    for label, s in spectra.items():
+        if label in measured:
+            flat.update(report.spectrum_shares(s.nodes, s.weights, measured[label].lambda_max, label))
     if measured:
-        flat["curvature_passes"] = sum(c.passes for c in measured.values())
+        flat["curvature_passes"] = sum(c.passes for c in measured.values())  # each with its density's products
     return flat
+
+
+def spectra_frame(spectra: dict) -> pd.DataFrame:
+    """The eigenvalue densities as one table (``point``, ``eigenvalue``, ``weight``, ``dim``):
+    what ``spectrum.png`` draws and the report reads back."""
+    return pd.concat([pd.DataFrame({"point": label, "eigenvalue": s.nodes, "weight": s.weights, "dim": s.dim})
+                      for label, s in spectra.items()], ignore_index=True)
 
 
 def description(out) -> str:

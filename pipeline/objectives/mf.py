@@ -53,6 +53,7 @@ implementations equal to 1e-10 relative. This class holds the rest of the math: 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -145,6 +146,8 @@ class BiasedMF(PredictsRatings):
     def offers(self, capability: str) -> bool:
         """Whether this objective computes the optional operation ``capability`` (``gnvp``,
         ``als_sweep``, ``precondition``, ``sgd_epoch``): what its sums implementation offers."""
+        if capability == "precondition_factor":  # built from the same blocks as the preconditioner
+            capability = "precondition"
         return capability not in OPTIONAL or capability in self.sums.OFFERS
 
     # -- the protocol: the sums, with this model's penalty ---------------------------------------
@@ -208,6 +211,26 @@ class BiasedMF(PredictsRatings):
             items = solve(factors[ITEMS], np.column_stack([vQ, vc]))
             return self.n_ratings * self.pack(users[:, :-1], items[:, :-1], users[:, -1], items[:, -1])
         return apply
+
+    def precondition_factor(self, x: np.ndarray):
+        """``(C, C^T, C^-1)`` as functions, with ``C C^T = M^-1`` for the preconditioner ``M`` of
+        :meth:`precondition`: each block is ``M_r = L_r L_r^T / N`` (its Cholesky factor ``L_r``),
+        so ``C = sqrt(N) diag(L_r^-T)`` and ``C^-1 = diag(L_r^T) / sqrt(N)``. ``C^T H C`` is the
+        preconditioned Hessian, symmetric and with the eigenvalues of ``M^-1 H`` (it is similar to
+        ``M^-1/2 H M^-1/2``): what CG inside newton-pcg meets (``pipeline.curvature.preconditioned``).
+        Small dense products per row, no pass over the ratings after the blocks are built."""
+        x = np.asarray(x, dtype=np.float64)
+        factors = [self.sums.block_factors(side, x, self.penalty) for side in (USERS, ITEMS)]
+        inverses = [np.linalg.inv(F) for F in factors]  # L_r^-1, lower triangular
+        root = math.sqrt(self.n_ratings)
+
+        def per_row(mats, v, transpose: bool, scale: float) -> np.ndarray:
+            vP, vQ, vb, vc = self.unpack(np.asarray(v, dtype=np.float64))
+            out = [scale * ((np.swapaxes(A, 1, 2) if transpose else A) @ rows[..., None])[..., 0]
+                   for A, rows in zip(mats, (np.column_stack([vP, vb]), np.column_stack([vQ, vc])))]
+            return self.pack(out[USERS][:, :-1], out[ITEMS][:, :-1], out[USERS][:, -1], out[ITEMS][:, -1])
+        return (lambda v: per_row(inverses, v, True, root), lambda v: per_row(inverses, v, False, root),
+                lambda v: per_row(factors, v, True, 1.0 / root))
 
     def als_sweep(self, x: np.ndarray) -> np.ndarray:
         """One ALS sweep: every ``(p_u, b_u)`` exactly, then every ``(q_i, c_i)`` exactly.
