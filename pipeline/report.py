@@ -93,7 +93,8 @@ def figures(repeats: list[dict[str, OptimizeResult]], folder: str | Path, title:
     ``convergence.png``: ``(f - f*)/|f*|`` and ``||g||/||g0||`` against seconds and data passes
     (first repeat); ``convergence_passes.png``: the same against data passes, one line per method,
     median over repeats (each against its own ``f*``) with a min-max band when there are several;
-    ``val_rmse.png``: validation RMSE against seconds, likewise.
+    ``val_rmse.png``: validation RMSE against data passes on a log axis (the plateau comes within
+    tens of passes, the budget runs to thousands), likewise.
     """
     import matplotlib
     matplotlib.use("Agg")
@@ -135,8 +136,9 @@ def figures(repeats: list[dict[str, OptimizeResult]], folder: str | Path, title:
     fig, ax = plt.subplots(figsize=(7, 4.5), constrained_layout=True)
     for name in names:
         if name in repeats[0] and np.isfinite(_series(repeats[0][name], "val_rmse")).any():
-            band(ax, name, "seconds", "val_rmse")
-    ax.set_xlabel("wall seconds")
+            band(ax, name, "data_passes", "val_rmse")
+    ax.set_xscale("symlog", linthresh=1.0)  # pass 0 (the start) on the axis, then decades
+    ax.set_xlabel("data passes (log scale past 1)")
     ax.set_ylabel("validation RMSE")
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
@@ -272,8 +274,11 @@ def _cells(frame: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
 
 def markdown_table(frame: pd.DataFrame) -> str:
     """The comparison table as GitHub Markdown (same columns and number formats as the terminal)."""
-    headers, cells = _cells(frame)
-    esc = lambda text: text.replace("|", "\\|")  # |g|/|g0| inside a cell must not end it
+    return _markdown_rows(*_cells(frame))
+
+
+def _markdown_rows(headers: list[str], cells: list[list[str]]) -> str:
+    esc = lambda text: str(text).replace("|", "\\|")  # noqa: E731 - |g|/|g0| inside a cell must not end it
     md = ["| " + " | ".join(map(esc, headers)) + " |", "|" + "|".join("---" for _ in headers) + "|"]
     md += ["| " + " | ".join(map(esc, r)) + " |" for r in cells]
     return "\n".join(md) + "\n"
@@ -533,10 +538,42 @@ def write_report(logged: dict, folder: str | Path) -> Path:
     text += ["## What the numbers say", ""] + [f"- {line}" for line in findings(table)]
     if (sentence := negative_curvature_sentence(neg)):
         text.append(f"- {sentence}")
+    text += ["", *question_section(table, pm, results, neg, logged.get("spectrum"), folder)]
     text += ["", bits_sentence(p.get("blas_kernels")), ""]
     path = folder / "report.md"
     path.write_text("\n".join(text))
+    from pipeline import explain, html
+    html.write(path, folder / "report.html", f"Case study: {parent['experiment']}",
+               {plain: mathml for plain, mathml in explain.FORMULAS.values()})
     return path
+
+
+QUESTION = "When does Newton-CG beat gradient descent, and why?"
+
+
+def question_section(table: pd.DataFrame, curvature: dict, results: dict, negative: dict,
+                     spectrum: pd.DataFrame | None, folder: Path) -> list[str]:
+    """The report's answer to :data:`QUESTION` (``pipeline.explain``): the formulas it rests on,
+    the measured spectrum (figure and table), each method's costs, and the sentences."""
+    from pipeline import explain
+    points, costs = explain.why_table(table, curvature, results, negative)
+    lines = [f"## {QUESTION}", "", "What the curvature predicts (a quadratic model near a minimum):", ""]
+    lines += [f"    {plain}" for plain, _ in explain.FORMULAS.values()] + [""]
+    if spectrum is not None and len(spectrum):
+        spectrum_figure(spectrum, folder / "spectrum.png")
+        lines += ["![spectrum](spectrum.png)", ""]
+    if len(points):
+        lines += ["The Hessian's spectrum off the rotation symmetry (Lanczos and LOBPCG on hessp; shares by "
+                  "stochastic Lanczos quadrature):", "", _markdown(points.drop(columns="label")), ""]
+    if len(costs):
+        lines += ["Each method's cost per iteration and its observed rate (|g| over the last half of its passes):", "",
+                  _markdown(costs), ""]
+    lines += [f"- {line}" for line in explain.answer(table, curvature, results, negative)]
+    return lines
+
+
+def _markdown(frame: pd.DataFrame) -> str:
+    return _markdown_rows(list(frame.columns), [list(row) for row in frame.itertuples(index=False)])
 
 
 def profile_headline(profiles: dict[str, pd.DataFrame], n_problems: int) -> list[str]:

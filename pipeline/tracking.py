@@ -17,6 +17,7 @@ import math
 import os
 import re
 import socket
+import tempfile
 import time
 import urllib.parse
 import warnings
@@ -435,7 +436,15 @@ class MlflowTracker:
                     curves[key] = sorted((h.step, h.value) for h in hist)
             out["children"].append({"name": c.info.run_name, "run_id": c.info.run_id, "params": c.data.params,
                                     "metrics": c.data.metrics, "tags": c.data.tags, "curves": curves})
+        out["spectrum"] = self._table_artifact(parent_id, "spectrum.csv")
         return out
+
+    def _table_artifact(self, run_id: str, name: str) -> pd.DataFrame | None:
+        """A CSV artifact at ``run_id``'s root as a DataFrame; None where the run has none."""
+        if name not in {a.path for a in self.client.list_artifacts(run_id)}:
+            return None
+        with tempfile.TemporaryDirectory() as tmp:
+            return pd.read_csv(self.client.download_artifacts(run_id, name, tmp))
 
     def run_info(self, run_id: str):
         """The stored run (for tests and reports)."""

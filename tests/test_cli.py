@@ -254,7 +254,11 @@ def test_report_from_a_logged_comparison(tmp_path, runner, small_file, tracking_
     client = MlflowClient(tracking_uri)
     exp = client.get_experiment_by_name("small")
     parent = next(r for r in client.search_runs([exp.experiment_id]) if r.data.tags.get("kind") == "comparison")
-    assert "report/report.md" in {a.path for a in client.list_artifacts(parent.info.run_id, "report")}
+    root = {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert {"report.md", "report.html", "spectrum.png", "spectrum.csv"} <= root  # compare logged them; report again
+    page = (tmp_path / "rep" / "report.html").read_text()
+    assert "<math display=\"block\"" in page and "data:image/png;base64," in page and 'src="convergence' not in page
+    assert "## When does Newton-CG beat gradient descent, and why?" in text and "![spectrum](spectrum.png)" in text
 
 
 def test_report_refuses_an_unfinished_comparison_and_keeps_names_out_of_paths(tmp_path, runner, small_file,

@@ -24,8 +24,9 @@ from pipeline.config import default_tracking_uri, project_root
 @TRACKING_URI
 @input_errors
 def report(run_id, experiment, out_dir, tracking_uri):
-    """Write the case study of a logged comparison (Markdown + PNG figures) and log it to its run."""
-    from pipeline import report as report_module
+    """Write the case study of a logged comparison (Markdown, its PNG figures, and one self-contained
+    HTML page) and log report.md and report.html at its run's artifact root."""
+    from pipeline.experiment import records
     from pipeline.tracking import MlflowTracker, path_component
     tracker = MlflowTracker(tracking_uri or default_tracking_uri(), create=False)
     try:
@@ -42,10 +43,8 @@ def report(run_id, experiment, out_dir, tracking_uri):
                             if status == "RUNNING" else "it did not finish, so its race is incomplete; run it again"))
     name = path_component(f"{logged['parent']['experiment']}-{run_id[:8]}")
     folder = Path(out_dir or project_root() / "reports" / name)
-    path = report_module.write_report(logged, folder)
-    for f in sorted(folder.iterdir()):
-        tracker.log_artifact(run_id, f, "report")
-    click.echo(f"wrote {path} (and logged it to run {run_id} under report/)")
+    path = records.record_report(tracker, run_id, folder, logged)
+    click.echo(f"wrote {path} and {path.with_suffix('.html')} (and logged both at run {run_id}'s artifact root)")
 
 
 @cli.group()

@@ -152,6 +152,7 @@ def compare(cfg: RunConfig, tracker=NullTracker(), progress: Listener | None = N
         out = (_repeats if repeated else _single)(prepared, cfg, tracker, parent_id, progress, title)
         out.parent_run_id, out.compile_seconds, out.pass_costs = parent_id, compile_seconds, costs
         records.record_comparison(tracker, parent_id, out, repeated)
+        records.record_report(tracker, parent_id)
     first = (out.folds or [out])[0]
     out.links = tracker.links([rid for f in (out.folds or [out]) for rid in f.child_run_ids.values()],
                               race_ids=[first.child_run_ids[name] for name in first.results if name in first.child_run_ids])

@@ -151,6 +151,25 @@ def description(out) -> str:
     return "\n".join(lines) + "\n"
 
 
+REPORT_FILES = ("report.md", "report.html")  # at the comparison's artifact root, beside its figures
+
+
+def record_report(tracker, parent_id: str, folder: Path | None = None, logged: dict | None = None) -> Path | None:
+    """The case study (``report.write_report``) of the logged comparison ``parent_id``, read back
+    from the store as ``recsys report`` reads it: written to ``folder`` (a temporary one if None)
+    and :data:`REPORT_FILES` logged at the run's root, where MLflow's artifact viewer shows the
+    HTML. ``logged``: the comparison already read. The Markdown's path (None with no ``folder``)."""
+    if not tracker.records:
+        return None
+    logged = logged or tracker.load_comparison(parent_id)
+    with tempfile.TemporaryDirectory() as tmp:
+        where = Path(folder or tmp)
+        path = report.write_report(logged, where)
+        for name in REPORT_FILES:
+            tracker.log_artifact(parent_id, where / name)
+    return path if folder else None
+
+
 def record_problem(tracker, parent_id: str, label: str, params: dict, reference, rows: list[dict]) -> None:
     """One problem of a study: its ``f*`` and every method's costs to target, one run."""
     with tracker.run(label, params, parent_id, {"kind": "problem"}) as pid:
