@@ -407,3 +407,6 @@ def test_curvature_prints_both_points_with_their_kind_and_cost(runner, small_fil
     assert start[-2:] == ["not", "stationary"] and opt[-2:] == ["local", "minimum"]
     assert float(start[2]) < 0 < float(opt[2])  # the small random start sits in negative curvature
     assert float(opt[2]) <= float(opt[3]) and int(opt[8]) > 0  # passes spent on the measurement
+    pre = rows["M^-1"]  # the preconditioned Hessian at the optimum: what newton-pcg's CG meets
+    assert pre[-1] == "-" and 0 < float(pre[4]) <= float(pre[5]) and float(pre[6]) < float(opt[4])
+    assert float(pre[5]) == pytest.approx(2.0, abs=1e-6)  # docs/derivation.md: the symmetry's partners at 2

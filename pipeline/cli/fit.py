@@ -229,7 +229,8 @@ def sweep(optimizer, search, ranks, regs, reg_biases, weightings, val_fraction, 
 def curvature(**kw):
     """The Hessian's extreme eigenvalues at the start x0 and at the reference optimum, on the
     complement of the model's symmetry (k(k-1)/2 directions for MF): lambda_min, lambda_max, the
-    condition number, the kind of point, and what the measurement cost in passes and seconds."""
+    condition number, the kind of point, and what the measurement cost in passes and seconds; and
+    the preconditioned Hessian's (M^-1 H, newton-pcg's) at the optimum where the model offers it."""
     from pipeline.experiment.spectra import measure_points
     try:
         points, _ = measure_points(run_config(kw, ()), note=lambda msg: click.echo(msg, err=True))

@@ -1,4 +1,5 @@
-"""``curvature``: the Hessian's extreme eigenvalues at the race's start and at the reference optimum."""
+"""``curvature``: the Hessian's extreme eigenvalues at the race's start and at the reference optimum,
+and the preconditioned Hessian's (``M^-1 H``, what newton-pcg's CG meets) at the optimum."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from pipeline import curvature, race
 from pipeline.config import RunConfig
 from pipeline.data import Ratings
 from pipeline.experiment.fitting import STATIONARY, prepare, warm_up
+from pipeline.objectives import offers
 
 
 @dataclass
@@ -21,9 +23,12 @@ class Measured:
     rel_grad_norm: float
     curvature: curvature.Curvature
     seconds: float
+    preconditioned: bool = False  # M^-1 H: its kind is the point's under H, said on the H row
 
     @property
     def kind(self) -> str:
+        if self.preconditioned:
+            return "-"
         return self.curvature.kind(STATIONARY * self.curvature.grad_norm / max(self.rel_grad_norm, 1e-300))
 
 
@@ -43,4 +48,8 @@ def measure_points(cfg: RunConfig, ratings: Ratings | None = None,
         t0 = time.perf_counter()
         c = curvature.measure(obj, x)
         out.append(Measured(label, float(obj.loss(x)), c.grad_norm / g0, c, time.perf_counter() - t0))
+    if offers(obj, "precondition_factor"):
+        t0 = time.perf_counter()
+        c, _ = curvature.preconditioned(obj, x_star)
+        out.append(Measured("M^-1 H at optimum", out[-1].loss, out[-1].rel_grad_norm, c, time.perf_counter() - t0, True))
     return out, ref
