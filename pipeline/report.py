@@ -150,17 +150,6 @@ def figures(repeats: list[dict[str, OptimizeResult]], folder: str | Path, title:
 
 
 # -- the Hessian's eigenvalue densities ------------------------------------------------------------
-SHARES = {"negative": 0.0, "below_1pct": 0.01}  # metric suffix -> eigenvalue bound as a share of lambda_max
-
-
-def spectrum_shares(nodes, weights, lambda_max: float, label: str) -> dict:
-    """The share of eigenvalues below 0 and below ``lambda_max / 100`` from a density's nodes and
-    weights (``eigenvalues_negative_share_start``, ``eigenvalues_below_1pct_share_optimum``...)."""
-    nodes, weights = np.asarray(nodes, float), np.asarray(weights, float)
-    return {f"eigenvalues_{key}_share_{label}": float(weights[nodes <= bound * lambda_max].sum())
-            for key, bound in SHARES.items()}
-
-
 SPECTRUM_LABELS = {"start": "H at the start x0", "optimum": "H at the reference optimum",
                    "preconditioned": "M^-1 H at the reference optimum (newton-pcg's CG)"}
 

@@ -210,7 +210,7 @@ def measure_curvature(prep: Prepared, note: Callable[[str], None]) -> None:
 
 
 _WHERE = {"start": "at the start", "optimum": "at the reference optimum",
-          "preconditioned": "of the preconditioned Hessian (M^-1 H) at the reference optimum"}
+          "preconditioned": "at the reference optimum, of the preconditioned Hessian M^-1 H"}
 
 
 def end_note(prepared: Prepared, result: OptimizeResult) -> str:

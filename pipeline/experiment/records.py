@@ -115,9 +115,12 @@ def record_comparison(tracker, parent_id: str, out, repeated: bool) -> None:
                                      "reference_optimum": prep.reference.note()})
 
 
+SHARES = {"negative": 0.0, "below_1pct": 0.01}  # metric suffix -> eigenvalue bound as a share of lambda_max
+
+
 def curvature_metrics(measured: dict, spectra: dict | None = None) -> dict:
     """``lambda_min_start``, ``lambda_max_optimum``, ``condition_preconditioned`` ..., the shares
-    of the eigenvalue densities (:data:`report.SHARES`) and what measuring them all cost
+    of the eigenvalue densities (:data:`SHARES`) and what measuring them all cost
     (``curvature_passes``), from ``{"start": Curvature, ...}`` and ``{"start": Spectrum, ...}``."""
     flat, spectra = {}, spectra or {}
     for label, c in measured.items():
@@ -127,7 +130,8 @@ def curvature_metrics(measured: dict, spectra: dict | None = None) -> dict:
             flat[f"condition_{label}"] = c.condition
     for label, s in spectra.items():
         if label in measured:
-            flat.update(report.spectrum_shares(s.nodes, s.weights, measured[label].lambda_max, label))
+            flat.update({f"eigenvalues_{key}_share_{label}": s.share_below(bound * measured[label].lambda_max)
+                         for key, bound in SHARES.items()})
     if measured:
         flat["curvature_passes"] = sum(c.passes for c in measured.values())  # each with its density's products
     return flat
