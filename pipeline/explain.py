@@ -28,6 +28,8 @@ import pandas as pd
 
 from pipeline import race
 from pipeline.optim.base import OptimizeResult
+from pipeline.report import NOT_RUN
+from pipeline.report import _missing as _nan  # one test of "no figure" (None or NaN) for both modules
 from pipeline.schema import BEST_VAL, GAP, TARGET_KEYS
 
 NEWTON, PRECONDITIONED, GRADIENT, BB = "newton-cg", "newton-pcg", "gd", "gd-bb"
@@ -136,10 +138,6 @@ def why_table(table: pd.DataFrame, curvature: dict, results: dict[str, OptimizeR
     return pd.DataFrame(points), pd.DataFrame(methods)
 
 
-def _nan(v) -> bool:
-    return v is None or (isinstance(v, float) and math.isnan(v))
-
-
 def _count(v) -> str:
     return "-" if _nan(v) or not v else f"{v:.0f}"
 
@@ -158,7 +156,6 @@ def answer(table: pd.DataFrame, curvature: dict, results: dict[str, OptimizeResu
 
 
 def _row(table: pd.DataFrame, name: str) -> dict | None:
-    from pipeline.report import NOT_RUN
     hit = table[(table["optimizer"] == name) & ~table["reason"].isin(NOT_RUN)]
     return hit.iloc[0].to_dict() if len(hit) else None
 
@@ -209,14 +206,18 @@ def _when(table: pd.DataFrame) -> list[str]:
     return [head] + lines
 
 
-def _point(spectrum: pd.DataFrame, label: str) -> dict | None:
-    hit = spectrum[spectrum["label"] == label] if len(spectrum) else spectrum
+def _first(frame: pd.DataFrame, column: str, value: str) -> dict | None:
+    """The first row of a why-table whose ``column`` is ``value`` (None where there is none)."""
+    hit = frame[frame[column] == value] if len(frame) else frame
     return hit.iloc[0].to_dict() if len(hit) else None
+
+
+def _point(spectrum: pd.DataFrame, label: str) -> dict | None:
+    return _first(spectrum, "label", label)
 
 
 def _cost(costs: pd.DataFrame, name: str) -> dict | None:
-    hit = costs[costs["method"] == name] if len(costs) else costs
-    return hit.iloc[0].to_dict() if len(hit) else None
+    return _first(costs, "method", name)
 
 
 def _why_gd(spectrum: pd.DataFrame, costs: pd.DataFrame, curvature: dict) -> list[str]:
